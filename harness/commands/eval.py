@@ -1,0 +1,58 @@
+"""``eval``: clean pixel accuracy, mean IoU and per-class IoU of a model on a data split."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.table import Table
+
+from harness.commands.common import (add_data_arguments, add_model_arguments, console, data_from_args,
+                                     load_model, positive_int, set_threads)
+from harness.evaluation import evaluate
+from harness.metrics import Scores
+from reports.results import make_record, write_results
+
+HELP = "evaluate a model on clean images: pixel accuracy, mean IoU, per-class IoU"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--split", default="val", choices=("train", "val"))
+    parser.add_argument("--n-images", type=positive_int, help="evaluate the first N images (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--json", metavar="FILE", help="write results.json (DESIGN.md schema) to FILE")
+
+
+def scores_table(title: str, class_names: list[str], rows: list[tuple[str, Scores]]) -> Table:
+    """One row per (label, scores): pixel accuracy and mIoU in %, then per-class IoU in %."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("pixel acc", justify="right")
+    table.add_column("mIoU", justify="right")
+    for name in class_names:
+        table.add_column(name, justify="right")
+    for label, s in rows:
+        per_class = ["-" if v is None else f"{100 * v:.1f}" for v in s.per_class_iou]
+        table.add_row(label, f"{100 * s.pixel_accuracy:.2f}", f"{100 * s.mean_iou:.2f}", *per_class)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    set_threads()
+    data = data_from_args(args, args.split, args.n_images)
+    model, source = load_model(args, data)
+    start = time.perf_counter()
+    scores = evaluate(model, data, args.batch_size)
+    seconds = time.perf_counter() - start
+    console.print(scores_table(f"{args.model} ({args.size}) on {data.name} {data.split}, {len(data)} images, "
+                               f"{scores.n_pixels} labelled pixels (values in %)", data.class_names,
+                               [("clean", scores)]))
+    if args.json:
+        record = make_record(model=args.model, engine="torch", precision="fp32", attack="none", params={},
+                             n_images=len(data), scores=scores, seconds=seconds,
+                             size=args.size, data=data.describe(), weights_sha256=source["sha256"])
+        write_results(args.json, [record])
+        console.print(f"wrote {args.json}")
+    return 0

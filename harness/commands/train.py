@@ -1,0 +1,96 @@
+"""``train``: train registry models on a data set and cache their checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness.checkpoints import default_checkpoint_path, save_checkpoint
+from harness.commands.common import (add_data_arguments, console, data_from_args, positive_int,
+                                     set_threads)
+from harness.data import data_key
+from harness.errors import HarnessError
+from harness.evaluation import evaluate
+from harness.models import MODELS, SIZES, build_model
+from harness.models.weights import load_weights
+from harness.training import TrainConfig, train
+
+HELP = "train models (default: reduced width on the built-in data) and cache their checkpoints"
+
+# Epochs that reach the foundation targets on the built-in data at the reduced width.
+DEFAULT_EPOCHS = {"fcn8s-vgg16": 12, "fcn16s-vgg16": 20, "fcn-resnet50": 10, "fcn-resnet101": 10}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", choices=list(MODELS), metavar="NAME", help=f"one of: {', '.join(MODELS)}")
+    which.add_argument("--all", action="store_true", help="train all four models")
+    parser.add_argument("--size", default="reduced", choices=SIZES, help="reduced (default) or paper")
+    parser.add_argument("--epochs", type=positive_int, help="epochs (default: per model, see README)")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--backbone-weights", metavar="FILE",
+                        help="start from published weights, e.g. torchvision's vgg16 or resnet50 .pth")
+    parser.add_argument("--out", metavar="FILE", help="checkpoint path (default: the cache; one model only)")
+    parser.add_argument("--force", action="store_true", help="retrain even when a checkpoint exists")
+    add_data_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.lr <= 0:
+        raise HarnessError("--lr must be > 0")
+    if args.all and args.out:
+        raise HarnessError("--out names one checkpoint; use it with --model, not --all")
+    set_threads()
+    names = list(MODELS) if args.all else [args.model]
+    train_data, val_data = data_from_args(args, "train"), data_from_args(args, "val")
+    summary = Table(title=f"Training on {train_data.name} ({len(train_data)} train / {len(val_data)} val images)")
+    for col in ("model", "epochs", "time", "val pixel acc", "val mIoU", "checkpoint"):
+        summary.add_column(col)
+    for name in names:
+        path = Path(args.out) if args.out else default_checkpoint_path(name, args.size, data_key(train_data))
+        if path.is_file() and not args.force and not args.out:
+            summary.add_row(name, "-", "cached", "-", "-", str(path))
+            continue
+        config = TrainConfig(epochs=args.epochs or DEFAULT_EPOCHS[name], batch_size=args.batch_size,
+                             lr=args.lr, seed=args.seed)
+        model = build_model(name, train_data.num_classes, args.size)
+        if args.backbone_weights:
+            load_weights(model, name, args.backbone_weights)
+        start = time.perf_counter()
+        _train_with_progress(name, model, train_data, config)
+        seconds = time.perf_counter() - start
+        scores = evaluate(model, val_data)
+        save_checkpoint(path, model, {
+            "model": name, "size": args.size, "class_names": train_data.class_names,
+            "data": {k: v for k, v in train_data.describe().items() if k not in ("split", "n")},
+            "data_key": data_key(train_data), "input_size": list(train_data.image_size),
+            "train": {**vars(config), "seconds": round(seconds, 1), "n_images": len(train_data),
+                      "backbone_weights": args.backbone_weights},
+            "val_metrics": {"pixel_accuracy": scores.pixel_accuracy, "mean_iou": scores.mean_iou,
+                            "per_class_iou": scores.per_class_iou, "n_images": len(val_data)},
+        })
+        summary.add_row(name, str(config.epochs), f"{seconds:.0f} s", f"{100 * scores.pixel_accuracy:.2f} %",
+                        f"{scores.mean_iou:.3f}", str(path))
+    console.print(summary)
+    return 0
+
+
+def _train_with_progress(name: str, model, data, config: TrainConfig) -> None:
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        steps = config.epochs * -(-len(data) // config.batch_size)
+        task = progress.add_task(name, total=steps, status="")
+
+        def on_step(report) -> None:
+            progress.update(task, advance=1, status=(
+                f"epoch {report.epoch + 1}/{config.epochs}  loss {report.loss:.3f}  "
+                f"pixel acc {100 * report.pixel_accuracy:.1f}%"))
+
+        train(model, data, config, on_step)

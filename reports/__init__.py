@@ -1,0 +1,1 @@
+"""Result records, console tables, figures and the regression check. Renders; runs nothing."""
