@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationModel, metadata:
         if key not in metadata:
             raise ValueError(f"checkpoint metadata needs {key!r}")
     meta = {**metadata, "versions": library_versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
     tensors = {k: v.detach().contiguous() for k, v in model.net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})

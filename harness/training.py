@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.checkpoints import save_checkpoint
+from harness.data import data_key
 from harness.data.base import IGNORE_INDEX, SegmentationData
+from harness.evaluation import evaluate
+from harness.metrics import Scores
+from harness.models import build_model
+from harness.models.weights import load_weights
 
 
 @dataclass
@@ -68,3 +76,27 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
                     acc = float(correct.sum() / valid.sum().clamp(min=1))
                 on_step(StepReport(epoch, step, steps_per_epoch, float(loss), acc))
     model.eval()
+
+
+def train_and_save(name: str, size: str, train_data: SegmentationData, val_data: SegmentationData,
+                   config: TrainConfig, path: str | os.PathLike,
+                   backbone_weights: str | None = None,
+                   on_step: Callable[[StepReport], None] | None = None) -> tuple[Scores, float]:
+    """Build, train, validate and checkpoint registry model ``name``; returns (val scores, train seconds)."""
+    model = build_model(name, train_data.num_classes, size)
+    if backbone_weights:
+        load_weights(model, name, backbone_weights)
+    start = time.perf_counter()
+    train(model, train_data, config, on_step)
+    seconds = time.perf_counter() - start
+    scores = evaluate(model, val_data)
+    ident = {k: v for k, v in train_data.describe().items() if k not in ("split", "n")}
+    save_checkpoint(path, model, {
+        "model": name, "size": size, "class_names": train_data.class_names, "data": ident,
+        "data_key": data_key(train_data), "input_size": list(train_data.image_size),
+        "train": {**asdict(config), "seconds": round(seconds, 1), "n_images": len(train_data),
+                  "backbone_weights": backbone_weights},
+        "val_metrics": {"pixel_accuracy": scores.pixel_accuracy, "mean_iou": scores.mean_iou,
+                        "per_class_iou": scores.per_class_iou, "n_images": len(val_data)},
+    })
+    return scores, seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from harness import __version__
@@ -49,7 +49,7 @@ def environment() -> dict[str, Any]:
 def write_results(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
     """Write ``records`` as one results.json document, atomically."""
     doc = {"schema": SCHEMA, "harness_version": __version__,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "created": datetime.now(UTC).isoformat(timespec="seconds"),
            "environment": environment(), "results": records}
     write_json_atomic(path, doc)
 

@@ -7,8 +7,15 @@ import time
 
 from rich.table import Table
 
-from harness.commands.common import (add_data_arguments, add_model_arguments, console, data_from_args,
-                                     load_model, positive_int, set_threads)
+from harness.commands.common import (
+    add_data_arguments,
+    add_model_arguments,
+    console,
+    data_from_args,
+    load_model,
+    positive_int,
+    set_threads,
+)
 from harness.evaluation import evaluate
 from harness.metrics import Scores
 from reports.results import make_record, write_results

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.checkpoints import default_checkpoint_path, save_checkpoint
-from harness.commands.common import (add_data_arguments, console, data_from_args, positive_int,
-                                     set_threads)
+from harness.checkpoints import default_checkpoint_path
+from harness.commands.common import add_data_arguments, console, data_from_args, positive_int, set_threads
 from harness.data import data_key
 from harness.errors import HarnessError
-from harness.evaluation import evaluate
-from harness.models import MODELS, SIZES, build_model
-from harness.models.weights import load_weights
-from harness.training import TrainConfig, train
+from harness.models import MODELS, SIZES
+from harness.training import StepReport, TrainConfig, train_and_save
 
 HELP = "train models (default: reduced width on the built-in data) and cache their checkpoints"
 
@@ -59,38 +55,25 @@ def run(args: argparse.Namespace) -> int:
             continue
         config = TrainConfig(epochs=args.epochs or DEFAULT_EPOCHS[name], batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed)
-        model = build_model(name, train_data.num_classes, args.size)
-        if args.backbone_weights:
-            load_weights(model, name, args.backbone_weights)
-        start = time.perf_counter()
-        _train_with_progress(name, model, train_data, config)
-        seconds = time.perf_counter() - start
-        scores = evaluate(model, val_data)
-        save_checkpoint(path, model, {
-            "model": name, "size": args.size, "class_names": train_data.class_names,
-            "data": {k: v for k, v in train_data.describe().items() if k not in ("split", "n")},
-            "data_key": data_key(train_data), "input_size": list(train_data.image_size),
-            "train": {**vars(config), "seconds": round(seconds, 1), "n_images": len(train_data),
-                      "backbone_weights": args.backbone_weights},
-            "val_metrics": {"pixel_accuracy": scores.pixel_accuracy, "mean_iou": scores.mean_iou,
-                            "per_class_iou": scores.per_class_iou, "n_images": len(val_data)},
-        })
+        scores, seconds = _train_with_progress(name, args.size, train_data, val_data, config, path,
+                                               args.backbone_weights)
         summary.add_row(name, str(config.epochs), f"{seconds:.0f} s", f"{100 * scores.pixel_accuracy:.2f} %",
                         f"{scores.mean_iou:.3f}", str(path))
     console.print(summary)
     return 0
 
 
-def _train_with_progress(name: str, model, data, config: TrainConfig) -> None:
+def _train_with_progress(name: str, size: str, train_data, val_data, config: TrainConfig, path: Path,
+                         backbone_weights: str | None):
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        steps = config.epochs * -(-len(data) // config.batch_size)
+        steps = config.epochs * -(-len(train_data) // config.batch_size)
         task = progress.add_task(name, total=steps, status="")
 
-        def on_step(report) -> None:
+        def on_step(report: StepReport) -> None:
             progress.update(task, advance=1, status=(
                 f"epoch {report.epoch + 1}/{config.epochs}  loss {report.loss:.3f}  "
                 f"pixel acc {100 * report.pixel_accuracy:.1f}%"))
 
-        train(model, data, config, on_step)
+        return train_and_save(name, size, train_data, val_data, config, path, backbone_weights, on_step)

@@ -1,0 +1,100 @@
+"""The Engine interface: a black box from float32 [0, 1] NCHW images to float32 logits.
+
+In the spirit of Polygraphy's runners: built from an artifact, a context manager that
+takes resources on enter and frees them on exit, and ``infer`` that validates its input,
+splits it into the engine's batch limit and counts what it was asked.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+# Inputs may overshoot [0, 1] by float rounding only.
+RANGE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is, for reports: name (torch|ort|trt), precision (fp32|fp16|int8),
+    device/provider, library version and the sha256 of the artifact it was built from."""
+
+    name: str
+    precision: str
+    device: str
+    library_version: str
+    artifact_sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Engine(ABC):
+    """``infer(images)``: images float32 (N, 3, H, W) in [0, 1] -> logits float32 (N, K, H, W).
+
+    Subclasses implement ``_open``, ``_close``, ``_run`` (one batch of at most
+    ``max_batch`` images, already validated) and ``info``.
+    """
+
+    max_batch: int = 64
+
+    def __init__(self) -> None:
+        self.queries = 0  # images asked about since construction
+        self.seconds = 0.0  # wall time spent inside _run
+        self._opened = False
+
+    def __enter__(self) -> Engine:
+        self._open()
+        self._opened = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._opened = False
+        self._close()
+
+    @property
+    @abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if not self._opened:
+            raise HarnessError(f"{self.info.name} engine used outside its 'with' block")
+        validate_images(images)
+        outputs = []
+        for start in range(0, len(images), self.max_batch):
+            batch = np.ascontiguousarray(images[start:start + self.max_batch])
+            t0 = time.perf_counter()
+            out = self._run(batch)
+            self.seconds += time.perf_counter() - t0
+            outputs.append(np.asarray(out, dtype=np.float32))
+        self.queries += len(images)
+        return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def validate_images(images: object) -> None:
+    """Raise HarnessError unless ``images`` is float32 (N, 3, H, W), N >= 1, values in [0, 1]."""
+    if not isinstance(images, np.ndarray):
+        raise HarnessError(f"engine input must be a numpy array, got {type(images).__name__}")
+    if images.dtype != np.float32:
+        raise HarnessError(f"engine input must be float32, got {images.dtype} (convert pixels to [0, 1] floats)")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 1:
+        raise HarnessError(f"engine input must be (N, 3, H, W) RGB with N >= 1, got shape {images.shape}")
+    lo, hi = float(images.min()), float(images.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise HarnessError(f"engine input must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                           "(pixels are divided by 255; normalisation is inside the model)")

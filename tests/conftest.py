@@ -1,0 +1,63 @@
+"""Shared fixtures: a per-session cache and briefly trained reduced models.
+
+The session cache (``HARNESS_CACHE``) holds the synthetic data and the checkpoints that
+``trained_model`` writes at their default path, so CLI tests find them like a user would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+
+from harness.checkpoints import default_checkpoint_path, load_checkpoint
+from harness.data import SegmentationData, data_key, load_data
+from harness.models.normalize import SegmentationModel
+from harness.training import TrainConfig, train_and_save
+
+# Short training keeps the suite fast; enough for > 85 % pixel accuracy on the built-in data.
+TEST_EPOCHS = {"fcn8s-vgg16": 4, "fcn16s-vgg16": 4, "fcn-resnet50": 3, "fcn-resnet101": 3}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = str(tmp_path_factory.mktemp("harness-cache"))
+    previous = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = path
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    yield path
+    if previous is None:
+        os.environ.pop("HARNESS_CACHE", None)
+    else:
+        os.environ["HARNESS_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def synthetic_train(session_cache: str) -> SegmentationData:
+    return load_data("synthetic", "train")
+
+
+@pytest.fixture(scope="session")
+def synthetic_val(session_cache: str) -> SegmentationData:
+    return load_data("synthetic", "val")
+
+
+@pytest.fixture(scope="session")
+def trained_model(synthetic_train: SegmentationData, synthetic_val: SegmentationData
+                  ) -> Callable[[str], SegmentationModel]:
+    """``trained_model(name)``: a reduced model trained briefly on the built-in data (once per session).
+
+    The checkpoint is saved at its default cache path, so ``python -m harness eval --model name``
+    finds it. Each call returns a fresh copy loaded from that checkpoint (eval mode).
+    """
+
+    def get(name: str) -> SegmentationModel:
+        path = default_checkpoint_path(name, "reduced", data_key(synthetic_train))
+        if not path.is_file():
+            train_and_save(name, "reduced", synthetic_train, synthetic_val,
+                           TrainConfig(epochs=TEST_EPOCHS[name], seed=0), path)
+        return load_checkpoint(path)[0]
+
+    return get
