@@ -83,6 +83,7 @@ def train_and_save(name: str, size: str, train_data: SegmentationData, val_data:
                    backbone_weights: str | None = None,
                    on_step: Callable[[StepReport], None] | None = None) -> tuple[Scores, float]:
     """Build, train, validate and checkpoint registry model ``name``; returns (val scores, train seconds)."""
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(name, train_data.num_classes, size)
     if backbone_weights:
         load_weights(model, name, backbone_weights)

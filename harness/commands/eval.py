@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from rich.table import Table
-
 from harness.commands.common import (
     add_data_arguments,
     add_model_arguments,
@@ -17,8 +15,8 @@ from harness.commands.common import (
     set_threads,
 )
 from harness.evaluation import evaluate
-from harness.metrics import Scores
 from reports.results import make_record, write_results
+from reports.tables import scores_table
 
 HELP = "evaluate a model on clean images: pixel accuracy, mean IoU, per-class IoU"
 
@@ -30,20 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-images", type=positive_int, help="evaluate the first N images (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--json", metavar="FILE", help="write results.json (DESIGN.md schema) to FILE")
-
-
-def scores_table(title: str, class_names: list[str], rows: list[tuple[str, Scores]]) -> Table:
-    """One row per (label, scores): pixel accuracy and mIoU in %, then per-class IoU in %."""
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("pixel acc", justify="right")
-    table.add_column("mIoU", justify="right")
-    for name in class_names:
-        table.add_column(name, justify="right")
-    for label, s in rows:
-        per_class = ["-" if v is None else f"{100 * v:.1f}" for v in s.per_class_iou]
-        table.add_row(label, f"{100 * s.pixel_accuracy:.2f}", f"{100 * s.mean_iou:.2f}", *per_class)
-    return table
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--n-train", type=positive_int, metavar="N", help="train on the first N images only")
     parser.add_argument("--backbone-weights", metavar="FILE",
                         help="start from published weights, e.g. torchvision's vgg16 or resnet50 .pth")
     parser.add_argument("--out", metavar="FILE", help="checkpoint path (default: the cache; one model only)")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--out names one checkpoint; use it with --model, not --all")
     set_threads()
     names = list(MODELS) if args.all else [args.model]
-    train_data, val_data = data_from_args(args, "train"), data_from_args(args, "val")
+    train_data, val_data = data_from_args(args, "train", args.n_train), data_from_args(args, "val")
     summary = Table(title=f"Training on {train_data.name} ({len(train_data)} train / {len(val_data)} val images)")
     for col in ("model", "epochs", "time", "val pixel acc", "val mIoU", "checkpoint"):
         summary.add_column(col)

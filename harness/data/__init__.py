@@ -23,13 +23,14 @@ __all__ = ["DATA_SOURCES", "IGNORE_INDEX", "SegmentationData", "data_key", "load
 
 def _synthetic_cached(split: str, size: int, seed: int) -> SegmentationData:
     n = synthetic.DEFAULT_TRAIN if split == "train" else synthetic.DEFAULT_VAL
-    path = cache_dir() / "data" / f"synthetic-{split}-{size}px-seed{seed}-n{n}.npz"
+    path = cache_dir() / "data" / f"synthetic-v{synthetic.GENERATOR_VERSION}-{split}-{size}px-seed{seed}-n{n}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
                 return SegmentationData("synthetic", split, list(synthetic.CLASS_NAMES), z["images"],
                                         z["labels"], [f"synthetic-{split}-{i:05d}" for i in range(n)],
-                                        {"size": size, "seed": seed, "n": n})
+                                        {"size": size, "seed": seed, "n": n,
+                                         "generator": synthetic.GENERATOR_VERSION})
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is regenerated below
     data = synthetic.generate(split, n, size, seed)

@@ -21,6 +21,8 @@ _HUE_JITTER = 14.0
 DEFAULT_SIZE = 64
 DEFAULT_TRAIN = 1000
 DEFAULT_VAL = 200
+# Bump when the generator changes, so cached data and checkpoints trained on older scenes are not reused.
+GENERATOR_VERSION = 2
 
 
 def _rotated(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,13 +47,13 @@ def _shape_mask(cls: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, 
             mask &= (np.cos(a) * u + np.sin(a) * v) <= r * 0.55
         return mask
     if cls == 4:  # ring
-        return (rho <= r) & (rho >= r * rng.uniform(0.45, 0.6))
+        return (rho <= r) & (rho >= r * rng.uniform(0.35, 0.5))
     if cls == 5:  # cross (plus sign)
         arm = r * rng.uniform(0.3, 0.42)
         return ((np.abs(u) <= r) & (np.abs(v) <= arm)) | ((np.abs(v) <= r) & (np.abs(u) <= arm))
     if cls == 6:  # five-pointed star from a polar radius profile
         theta = np.arctan2(v, u)
-        return rho <= r * (0.62 + 0.38 * np.cos(5 * theta))
+        return rho <= r * (0.68 + 0.32 * np.cos(5 * theta))
     raise ValueError(cls)
 
 
@@ -86,9 +88,9 @@ def _scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     label = np.zeros((size, size), dtype=np.uint8)
 
     scale = size / 64
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(2, 5))):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
-        r = rng.uniform(6, 16) * scale
+        r = rng.uniform(8, 18) * scale
         cx, cy = rng.uniform(0, size), rng.uniform(0, size)
         mask = _shape_mask(cls, xx, yy, cx, cy, r, rng.uniform(0, 2 * np.pi), rng)
         if mask.sum() < 4:
@@ -120,5 +122,5 @@ def generate(split: str, n: int, size: int = DEFAULT_SIZE, seed: int = 0) -> Seg
     for i in range(n):
         images[i], labels[i] = _scene(size, rng)
     ids = [f"synthetic-{split}-{i:05d}" for i in range(n)]
-    params = {"size": size, "seed": seed, "n": n}
+    params = {"size": size, "seed": seed, "n": n, "generator": GENERATOR_VERSION}
     return SegmentationData("synthetic", split, list(CLASS_NAMES), images, labels, ids, params)

@@ -31,7 +31,7 @@ def _vgg(stride: int) -> Callable[[int, str], nn.Module]:
     def build(num_classes: int, size: str) -> nn.Module:
         if size == "paper":
             return FCNVGG(num_classes, width=64, fc_width=4096, stride=stride)
-        return FCNVGG(num_classes, width=16, fc_width=256, stride=stride)
+        return FCNVGG(num_classes, width=16, fc_width=256, stride=stride, batch_norm=True)
     return build
 
 

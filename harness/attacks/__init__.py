@@ -1,0 +1,42 @@
+"""Attacks. White-box (need a differentiable torch model): fgsm, mifgsm, pgd; black-box: square.
+
+Every white-box attack is an :class:`Attack`: ``attack(model, images, labels, seed)`` returns an
+:class:`AttackResult`. ε and step sizes are on the 0-255 pixel scale (8 means 8/255).
+"""
+
+from __future__ import annotations
+
+from harness.attacks.base import Attack, AttackResult
+from harness.attacks.fgsm import FGSM
+from harness.attacks.loss import pixel_cross_entropy
+from harness.attacks.mifgsm import MIFGSM
+from harness.attacks.pgd import PGD, default_pgd_alpha
+from harness.errors import HarnessError
+
+WHITEBOX_ATTACKS = ("fgsm", "mifgsm", "pgd")
+
+__all__ = ["FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack", "AttackResult", "default_pgd_alpha",
+           "make_attack", "pixel_cross_entropy"]
+
+
+def make_attack(name: str, eps: float = 8.0, steps: int | None = None, alpha: float | None = None,
+                decay: float | None = None) -> Attack:
+    """The white-box attack ``name`` with the given parameters (None: the attack's default).
+
+    Raises HarnessError for an unknown name, a value out of range, or a parameter the attack
+    does not have (FGSM has one step of size ε; only MI-FGSM has a decay).
+    """
+    if name == "fgsm":
+        if steps not in (None, 1):
+            raise HarnessError("fgsm takes exactly one step; --steps applies to mifgsm and pgd")
+        if alpha is not None:
+            raise HarnessError("fgsm steps by eps; --alpha applies to mifgsm and pgd")
+    if decay is not None and name != "mifgsm":
+        raise HarnessError("--decay applies to mifgsm only")
+    if name == "fgsm":
+        return FGSM(eps)
+    if name == "mifgsm":
+        return MIFGSM(eps, 20 if steps is None else steps, 1.0 if decay is None else decay, alpha)
+    if name == "pgd":
+        return PGD(eps, 20 if steps is None else steps, alpha)
+    raise HarnessError(f"unknown attack {name!r}; choose from: {', '.join(WHITEBOX_ATTACKS)}")

@@ -1,0 +1,67 @@
+"""Clean and adversarial scores of a model on a data set, attacked batch by batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.attacks.base import Attack
+from harness.data.base import SegmentationData
+from harness.metrics import ConfusionMatrix, Scores
+
+
+@dataclass
+class AttackEvaluation:
+    """Scores on the same images before and after the attack.
+
+    ``queries``: forward+backward passes of single images; ``attack_seconds``: time inside the
+    attack; ``clean_seconds``: time of the clean forward passes. ``adversarial``: the images,
+    float32 (N, 3, H, W) in [0, 1], only when asked for.
+    """
+
+    clean: Scores
+    attacked: Scores
+    queries: int
+    attack_seconds: float
+    clean_seconds: float
+    adversarial: np.ndarray | None = None
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """A distinct, reproducible seed for each batch of a run."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
+
+
+def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, batch_size: int = 16,
+                    seed: int = 0, device: str | torch.device = "cpu", keep_adversarial: bool = False,
+                    on_batch: Callable[[int], None] | None = None) -> AttackEvaluation:
+    """Attack every image of ``data`` (in order, ``batch_size`` at a time) and score both versions.
+
+    Results are reproducible for a given seed, batch size and device. ``on_batch(n)`` is called
+    after each batch of n images.
+    """
+    clean, attacked = ConfusionMatrix(data.num_classes), ConfusionMatrix(data.num_classes)
+    height, width = data.image_size
+    kept = np.empty((len(data), 3, height, width), np.float32) if keep_adversarial else None
+    queries, attack_seconds, clean_seconds = 0, 0.0, 0.0
+    for index, (images, labels) in enumerate(data.batches(batch_size)):
+        images, labels = images.to(device), labels.to(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            clean.update(model(images).argmax(1), labels)
+        clean_seconds += time.perf_counter() - start
+        result = attack(model, images, labels, seed=batch_seed(seed, index))
+        queries += result.queries
+        attack_seconds += result.seconds
+        with torch.inference_mode():
+            attacked.update(model(result.images).argmax(1), labels)
+        if kept is not None:
+            kept[index * batch_size:index * batch_size + len(images)] = result.images.cpu().numpy()
+        if on_batch is not None:
+            on_batch(len(images))
+    return AttackEvaluation(clean.scores(), attacked.scores(), queries, attack_seconds, clean_seconds, kept)

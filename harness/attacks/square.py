@@ -1,0 +1,314 @@
+"""Square Attack, L∞ (Andriushchenko et al. 2020), for semantic segmentation, as in the paper.
+
+A score-based black-box attack: it sends float32 [0, 1] images to an engine and reads logits,
+nothing else (no model, no gradients). Per image it keeps the best perturbed image so far;
+each iteration proposes one candidate per image still under attack (a square of side from
+the reference p schedule, set to one ±ε value per channel), sends all candidates in one
+engine call, and keeps a candidate when the loss oracle (harness/attacks/oracle.py) grows.
+
+Template-method split (DESIGN.md): :meth:`SquareAttack.run` validates, seeds, times and
+records; :meth:`SquareAttack._step` is the algorithm of one iteration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from harness.attacks.base import check_eps
+from harness.attacks.oracle import ORACLES, oracle_loss, predictions
+from harness.data.base import IGNORE_INDEX
+from harness.errors import HarnessError
+
+INITS = ("vertical", "horizontal")
+# The reference schedule halves p at these iterations of a 10000-query run; other budgets
+# are mapped onto it proportionally.
+P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+P_REFERENCE_BUDGET = 10000
+# A candidate window "differs" from the best one when some value moves by at least this.
+_UNCHANGED = 1e-7
+DEFAULT_CURVE_POINTS = 50
+
+
+class QueryEngine(Protocol):
+    """All the attack needs: ``infer(images float32 (N, 3, H, W) in [0, 1]) -> logits float32
+    (N, K, H, W)``. Every Engine of engines/base.py qualifies; so does any object with that method."""
+
+    def infer(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SquareConfig:
+    """Parameters of one run.
+
+    eps: L∞ radius on the 0-255 pixel scale (8 means 8/255), like the white-box attacks; queries: per-image budget,
+    the initial query included; p_init: fraction of the image a square covers at the start;
+    init: stripe orientation; loss: oracle name; seed: the random stream of the whole run;
+    curve_every: queries between curve points (0: about DEFAULT_CURVE_POINTS points).
+    """
+
+    eps: float
+    queries: int
+    p_init: float = 0.05
+    init: str = "vertical"
+    loss: str = "ce"
+    seed: int = 0
+    curve_every: int = 0
+
+    def validate(self) -> None:
+        check_eps(self.eps)
+        if self.queries < 1:
+            raise HarnessError(f"the query budget must be >= 1, got {self.queries}")
+        if not 0 < self.p_init <= 1:
+            raise HarnessError(f"p_init must be in (0, 1], got {self.p_init}")
+        if self.init not in INITS:
+            raise HarnessError(f"unknown init {self.init!r}; choose from: {', '.join(INITS)}")
+        if self.loss not in ORACLES:
+            raise HarnessError(f"unknown loss {self.loss!r}; choose from: {', '.join(ORACLES)}")
+        if self.curve_every < 0:
+            raise HarnessError(f"curve_every must be >= 0, got {self.curve_every}")
+
+    @property
+    def radius(self) -> float:
+        """ε in [0, 1] pixel units, the scale of the images."""
+        return self.eps / 255.0
+
+    @property
+    def curve_step(self) -> int:
+        return self.curve_every or max(1, self.queries // DEFAULT_CURVE_POINTS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CurvePoint:
+    """The run after ``queries`` queries per image: pixel accuracy (fraction of all labelled
+    pixels) of the best images and the mean of the per-image best losses."""
+
+    queries: int
+    pixel_accuracy: float
+    mean_loss: float
+
+
+@dataclass
+class SquareState:
+    """Everything a run needs to continue, and everything it reports.
+
+    x_best float32 (N, 3, H, W): best image per image so far (the adversarial images);
+    best_loss float64 (N,); best_pred uint8 (N, H, W): the engine's class map of x_best;
+    correct int64 (N,): labelled pixels best_pred gets right; labelled int64 (N,);
+    queries int64 (N,): engine queries spent per image (<= config.queries);
+    iteration: square updates done (the initial query is not one); rng: the generator state;
+    engine_seconds / seconds: wall time inside ``infer`` / of the whole run, summed over resumes.
+    fingerprint: sha256 of the images, labels and config, checked on resume.
+    """
+
+    config: SquareConfig
+    x_best: np.ndarray
+    best_loss: np.ndarray
+    best_pred: np.ndarray
+    correct: np.ndarray
+    labelled: np.ndarray
+    queries: np.ndarray
+    iteration: int
+    rng: dict[str, Any]
+    fingerprint: str
+    curve: list[CurvePoint] = field(default_factory=list)
+    engine_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def active(self) -> np.ndarray:
+        """Indices of images still under attack: budget left and some pixel still right."""
+        return np.flatnonzero((self.queries < self.config.queries) & (self.correct > 0))
+
+    @property
+    def finished(self) -> bool:
+        return self.active.size == 0
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return float(self.correct.sum() / self.labelled.sum())
+
+    @property
+    def mean_loss(self) -> float:
+        return float(self.best_loss.mean())
+
+
+def p_fraction(p_init: float, iteration: int, budget: int) -> float:
+    """Fraction of the image's pixels a square covers at square update ``iteration`` (0-based)
+    of a run with ``budget`` queries: the reference schedule, p_init halved at each mark of
+    P_HALVINGS passed, after rescaling the iteration to a 10000-query run."""
+    scaled = int(iteration / budget * P_REFERENCE_BUDGET)
+    return p_init / 2 ** sum(scaled > mark for mark in P_HALVINGS)
+
+
+def square_side(p: float, height: int, width: int) -> int:
+    """Side in pixels of a square covering a fraction ``p`` of an image, in [1, min(H, W) - 1]."""
+    return min(max(int(round(math.sqrt(p * height * width))), 1), max(min(height, width) - 1, 1))
+
+
+def stripe_init(images: np.ndarray, radius: float, init: str, rng: np.random.Generator) -> np.ndarray:
+    """Stripes of width one, each with one colour in {-radius, +radius} per channel ([0, 1] units),
+    added to ``images`` float32 (N, 3, H, W) and clipped to [0, 1]. Vertical stripes are columns."""
+    n, c, h, w = images.shape
+    shape = (n, c, 1, w) if init == "vertical" else (n, c, h, 1)
+    delta = _signs(rng, shape) * np.float32(radius)
+    return np.clip(images + delta, 0, 1).astype(np.float32)
+
+
+def project(candidate: np.ndarray, images: np.ndarray, radius: float) -> np.ndarray:
+    """``candidate`` projected onto the L∞ ball of ``radius`` ([0, 1] units) around ``images``, then [0, 1]."""
+    r = np.float32(radius)
+    return np.clip(np.clip(candidate, images - r, images + r), 0, 1)
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray, config: SquareConfig) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    digest.update(repr(sorted(config.as_dict().items())).encode())
+    return digest.hexdigest()
+
+
+def _signs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return (rng.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1).astype(np.float32)
+
+
+class SquareAttack:
+    """``SquareAttack(config).run(engine, images, labels)``: the L∞ Square Attack of the paper.
+
+    ``images`` float32 (N, 3, H, W) in [0, 1]; ``labels`` int64 (N, H, W), 255 = ignore.
+    Guarantees: per image at most ``config.queries`` images are sent to the engine, the
+    initial query included; one ``infer`` call per iteration carries one candidate for each
+    image still under attack; ``x_best`` stays within ε/255 (L∞) of ``images`` and in [0, 1];
+    each image's best loss never decreases. The same seed, inputs and engine give the same run,
+    and a run continued from a saved state (``state=``) is the run it would have been.
+    """
+
+    def __init__(self, config: SquareConfig) -> None:
+        config.validate()
+        self.config = config
+
+    def run(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray, state: SquareState | None = None,
+            on_iteration: Callable[[SquareState], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> SquareState:
+        """Attack until every image is fooled on all its pixels or has spent its budget.
+
+        ``state``: a saved state of this same run to continue from (its fingerprint must match).
+        ``on_iteration(state)`` runs after the initial query and after every iteration (display,
+        saving). ``should_stop()`` is asked between iterations: True ends the call early with a
+        consistent state that can be saved and continued.
+        """
+        images, labels = self._validate(images, labels)
+        expected = fingerprint(images, labels, self.config)
+        start = time.perf_counter()
+        if state is None:
+            rng = np.random.default_rng(self.config.seed)
+            state = self._initial(engine, images, labels, rng)
+            state.seconds += time.perf_counter() - start
+            if on_iteration is not None:
+                on_iteration(state)
+        elif state.fingerprint != expected or state.config != self.config:
+            raise HarnessError("the saved Square Attack state belongs to other images, labels or parameters")
+        else:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state.rng
+        while not state.finished and not (should_stop is not None and should_stop()):
+            t0 = time.perf_counter()
+            self._step(engine, images, labels, state, rng)
+            state.rng = rng.bit_generator.state
+            state.seconds += time.perf_counter() - t0
+            if on_iteration is not None:
+                on_iteration(state)
+        return state
+
+    def _validate(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.ndim != 4 \
+                or images.shape[1] != 3 or len(images) < 1:
+            raise HarnessError("images must be a float32 numpy array (N, 3, H, W) with N >= 1")
+        if images.min() < 0 or images.max() > 1:
+            raise HarnessError("images must lie in [0, 1]")
+        if min(images.shape[2:]) < 2:
+            raise HarnessError(f"images of {images.shape[2]}x{images.shape[3]} pixels are too small for squares")
+        if not isinstance(labels, np.ndarray) or labels.shape != (images.shape[0], *images.shape[2:]):
+            raise HarnessError(f"labels must be (N, H, W) = {(images.shape[0], *images.shape[2:])}")
+        labels = labels.astype(np.int64)
+        empty = np.flatnonzero((labels != IGNORE_INDEX).sum(axis=(1, 2)) == 0)
+        if empty.size:
+            raise HarnessError(f"image {int(empty[0])} has no labelled pixels: nothing to attack")
+        return np.ascontiguousarray(images), labels
+
+    def _query(self, engine: QueryEngine, batch: np.ndarray, state: SquareState | None) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        logits = np.asarray(engine.infer(batch), dtype=np.float32)
+        seconds = time.perf_counter() - t0
+        if logits.ndim != 4 or logits.shape[0] != len(batch) or logits.shape[2:] != batch.shape[2:]:
+            raise HarnessError(f"the engine returned logits of shape {logits.shape} for images {batch.shape}; "
+                               "expected (N, K, H, W)")
+        if state is not None:
+            state.engine_seconds += seconds
+        return logits, seconds
+
+    def _initial(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray,
+                 rng: np.random.Generator) -> SquareState:
+        cfg = self.config
+        x_init = stripe_init(images, cfg.radius, cfg.init, rng)
+        logits, seconds = self._query(engine, x_init, None)
+        if not 1 < logits.shape[1] <= IGNORE_INDEX or labels[labels != IGNORE_INDEX].max() >= logits.shape[1]:
+            raise HarnessError(f"the engine returned {logits.shape[1]} classes, which does not fit the labels")
+        pred, correct = predictions(logits, labels)
+        state = SquareState(
+            config=cfg, x_best=x_init, best_loss=oracle_loss(cfg.loss, logits, labels), best_pred=pred,
+            correct=correct, labelled=(labels != IGNORE_INDEX).sum(axis=(1, 2)).astype(np.int64),
+            queries=np.ones(len(images), dtype=np.int64), iteration=0, rng=rng.bit_generator.state,
+            fingerprint=fingerprint(images, labels, cfg), engine_seconds=seconds)
+        state.curve.append(CurvePoint(1, state.pixel_accuracy, state.mean_loss))
+        return state
+
+    def _step(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray, state: SquareState,
+              rng: np.random.Generator) -> None:
+        """One iteration: a square candidate per active image, one engine call, keep improvements."""
+        cfg = self.config
+        active = state.active
+        side = square_side(p_fraction(cfg.p_init, state.iteration, cfg.queries), *images.shape[2:])
+        candidates = self._candidates(images[active], state.x_best[active], side, rng)
+        logits, _ = self._query(engine, candidates, state)
+        loss = oracle_loss(cfg.loss, logits, labels[active])
+        pred, correct = predictions(logits, labels[active])
+        better = loss > state.best_loss[active]
+        won = active[better]
+        state.x_best[won] = candidates[better]
+        state.best_loss[won] = loss[better]
+        state.best_pred[won] = pred[better]
+        state.correct[won] = correct[better]
+        state.queries[active] += 1
+        state.iteration += 1
+        spent = 1 + state.iteration
+        if spent % cfg.curve_step == 0 or state.finished:
+            state.curve.append(CurvePoint(spent, state.pixel_accuracy, state.mean_loss))
+
+    def _candidates(self, images: np.ndarray, best: np.ndarray, side: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+        """Each best image with one square of ``side`` at a random position set to x ± ε/255 (one
+        sign per channel), the colour redrawn until the square changes the best image."""
+        n, c, h, w = images.shape
+        eps = np.float32(self.config.radius)
+        rows = rng.integers(0, h - side + 1, size=n)
+        cols = rng.integers(0, w - side + 1, size=n)
+        candidates = best.copy()
+        for i in range(n):
+            window = (i, slice(None), slice(rows[i], rows[i] + side), slice(cols[i], cols[i] + side))
+            while True:
+                square = np.clip(images[window] + _signs(rng, (c, 1, 1)) * eps, 0, 1)
+                if np.any(np.abs(square - best[window]) >= _UNCHANGED):
+                    break
+            candidates[window] = square
+        return project(candidates, images, self.config.radius)

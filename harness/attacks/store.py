@@ -1,0 +1,79 @@
+"""Adversarial example files: exact float32 images plus their provenance, in one .npz.
+
+A file holds ``images`` float32 (N, 3, H, W) in [0, 1] bit-for-bit as the attack returned them,
+``labels`` uint8 (N, H, W) (255 = ignore), ``ids`` (the data set's image ids) and
+``provenance``: a JSON document with the attack, its parameters (ε on the 0-255 scale), the
+seed, the source model and the sha256 of its checkpoint, the data set, and the sha256 of the
+image array. Nothing is pickled; loading checks the format and the image hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.fileio import atomic_path
+
+FORMAT = "harness-adversarial/1"
+
+
+@dataclass
+class AdversarialSet:
+    """Saved adversarial examples; ``provenance`` as described in the module docstring."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    provenance: dict[str, Any]
+
+
+def images_sha256(images: np.ndarray) -> str:
+    """Hash of the exact float32 little-endian bytes of ``images`` (N, 3, H, W)."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype="<f4").tobytes()).hexdigest()
+
+
+def save_adversarial(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, ids: list[str],
+                     provenance: dict[str, Any]) -> Path:
+    """Write the examples atomically; ``provenance`` must be JSON-serialisable. Returns the path."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be float32 (N, 3, H, W), got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0], *images.shape[2:]) or len(ids) != len(images):
+        raise ValueError(f"labels {labels.shape} and {len(ids)} ids do not fit images {images.shape}")
+    doc = {"format": FORMAT, "harness_version": __version__,
+           "created": datetime.now(UTC).isoformat(timespec="seconds"), **provenance,
+           "n_images": len(images), "images_sha256": images_sha256(images)}
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=images, labels=labels.astype(np.uint8), ids=np.array(ids, dtype=str),
+                 provenance=np.array(json.dumps(doc)))
+    return path
+
+
+def load_adversarial(path: str | os.PathLike) -> AdversarialSet:
+    """The examples saved at ``path``; HarnessError when missing, corrupt or not such a file."""
+    if not Path(path).is_file():
+        raise HarnessError(f"adversarial examples file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            provenance = json.loads(str(z["provenance"]))
+            images, labels, ids = z["images"], z["labels"], [str(i) for i in z["ids"]]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise HarnessError(f"{path} is not a readable adversarial examples file ({type(e).__name__}: {e})") from None
+    if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
+        raise HarnessError(f"{path} is not a harness adversarial examples file of format {FORMAT}")
+    if images.dtype != np.float32 or images.ndim != 4 or not len(images) == len(ids) == len(labels) \
+            or images_sha256(images) != provenance.get("images_sha256"):
+        raise HarnessError(f"{path} is damaged: its images do not match the recorded shape or hash")
+    return AdversarialSet(images, labels, ids, provenance)

@@ -1,0 +1,68 @@
+"""``sweep``: the paper's Figure 3, accuracy against the number of PGD iterations (α = ε / iterations)."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.attacks import PGD
+from harness.commands.common import console, data_from_args, load_model, set_threads
+from harness.commands.whitebox_common import (
+    add_run_arguments,
+    attack_records,
+    gradient_progress,
+    resolve_device,
+    run_attack,
+)
+from harness.errors import HarnessError
+from harness.models import MODELS, SIZES
+from reports.figures import plot_pgd_sweep
+from reports.results import write_results
+from reports.tables import robustness_table
+
+HELP = "the paper's Figure 3: accuracy against PGD iterations (step size eps/iterations), JSON and PNG"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["fcn-resnet50"], metavar="NAME",
+                        help="one curve per model (default: fcn-resnet50, as in the paper)")
+    parser.add_argument("--size", default="reduced", choices=SIZES, help="reduced CPU width (default) or paper")
+    parser.add_argument("--sweep-steps", default="20,40,60,80,100",
+                        help="comma-separated PGD iteration counts (default 20,40,60,80,100)")
+    parser.add_argument("--png", default="pgd_sweep.png", help="figure path (default pgd_sweep.png)")
+    add_run_arguments(parser)
+    parser.set_defaults(checkpoint=None, weights=None, json="pgd_sweep.json")
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise HarnessError(f"--sweep-steps {text!r} must be comma-separated integers, e.g. 20,40,60") from None
+    if any(s < 1 for s in steps) or len(set(steps)) != len(steps):
+        raise HarnessError(f"--sweep-steps {text!r}: each count must be >= 1 and appear once")
+    return sorted(steps)
+
+
+def run(args: argparse.Namespace) -> int:
+    steps = parse_steps(args.sweep_steps)
+    # As in the paper's Figure 3: the step size shrinks with the number of iterations.
+    attacks = [PGD(args.eps, n, alpha=args.eps / n) for n in steps]
+    args.device = resolve_device(args.device)
+    set_threads()
+    data = data_from_args(args, args.split, args.n_images)
+    models = {name: load_model(args, data, name) for name in dict.fromkeys(args.models)}
+    records = []
+    with gradient_progress() as progress:
+        task = progress.add_task("sweep", total=len(models) * len(data) * sum(steps))
+        for name, (model, source) in models.items():
+            model.to(args.device)
+            for i, attack in enumerate(attacks):
+                progress.update(task, description=f"{name} {attack.label}")
+                evaluation = run_attack(model, data, attack, args, progress, task)
+                records += attack_records(name, source, data, attack, evaluation, args, with_clean=i == 0)
+    title = f"PGD, eps {args.eps:g}/255, alpha = eps/iterations, {data.name} {data.split}, {len(data)} images"
+    console.print(robustness_table(f"{title}: pixel accuracy (%)", records, "pixel_accuracy"))
+    plot_pgd_sweep(records, args.png, title)
+    write_results(args.json, records)
+    console.print(f"wrote {args.json} and {args.png}")
+    return 0
