@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from harness.errors import HarnessError
 
 # Inputs may overshoot [0, 1] by float rounding only.
 RANGE_TOLERANCE = 1e-4
+# The FCN backbones downsample by 32: smaller images leave empty feature maps.
+MIN_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,20 @@ class Engine(ABC):
     """``infer(images)``: images float32 (N, 3, H, W) in [0, 1] -> logits float32 (N, K, H, W).
 
     Subclasses implement ``_open``, ``_close``, ``_run`` (one batch of at most
-    ``max_batch`` images, already validated) and ``info``.
+    ``max_batch`` images, already validated) and ``info``; they may extend ``check_shape``
+    with the limits of their artifact (a fixed input size, a TensorRT optimisation profile).
     """
 
     max_batch: int = 64
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch: int | None = None) -> None:
         self.queries = 0  # images asked about since construction
         self.seconds = 0.0  # wall time spent inside _run
         self._opened = False
+        if max_batch is not None:
+            if max_batch < 1:
+                raise HarnessError(f"max_batch must be >= 1, got {max_batch}")
+            self.max_batch = max_batch
 
     def __enter__(self) -> Engine:
         self._open()
@@ -71,10 +80,18 @@ class Engine(ABC):
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise HarnessError unless this engine can run images of ``shape`` (N, 3, H, W)."""
+        if shape[2] < MIN_SIDE or shape[3] < MIN_SIDE:
+            raise HarnessError(f"engine input is {shape[2]}x{shape[3]} pixels; the models need at least "
+                               f"{MIN_SIDE}x{MIN_SIDE}")
+
     def infer(self, images: np.ndarray) -> np.ndarray:
+        """Logits float32 (N, K, H, W) of ``images`` float32 (N, 3, H, W) in [0, 1]; HarnessError on bad input."""
         if not self._opened:
-            raise HarnessError(f"{self.info.name} engine used outside its 'with' block")
+            raise HarnessError(f"{type(self).__name__} used outside its 'with' block")
         validate_images(images)
+        self.check_shape(images.shape)
         outputs = []
         for start in range(0, len(images), self.max_batch):
             batch = np.ascontiguousarray(images[start:start + self.max_batch])
@@ -84,6 +101,15 @@ class Engine(ABC):
             outputs.append(np.asarray(out, dtype=np.float32))
         self.queries += len(images)
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def engine_predictor(engine: Engine) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``engine`` as a torch images -> logits callable, for ``harness.evaluation.evaluate``."""
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(engine.infer(np.ascontiguousarray(images.detach().cpu().numpy(), np.float32)))
+
+    return predict
 
 
 def validate_images(images: object) -> None:

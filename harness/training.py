@@ -74,7 +74,7 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
                     valid = labels != IGNORE_INDEX
                     correct = (logits.argmax(1) == labels) & valid
                     acc = float(correct.sum() / valid.sum().clamp(min=1))
-                on_step(StepReport(epoch, step, steps_per_epoch, float(loss), acc))
+                on_step(StepReport(epoch, step, steps_per_epoch, loss.item(), acc))
     model.eval()
 
 

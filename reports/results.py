@@ -61,6 +61,8 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
             doc = json.load(f)
     except FileNotFoundError:
         raise HarnessError(f"results file {path} does not exist") from None
+    except OSError as e:
+        raise HarnessError(f"results file {path} cannot be read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HarnessError(f"results file {path} is not valid JSON ({e}); re-run to regenerate it") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("results"), list):

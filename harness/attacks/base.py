@@ -121,8 +121,9 @@ class Attack(ABC):
         generator = torch.Generator(device=images.device)
         generator.manual_seed(seed)
         start = time.perf_counter()
+        # Clones: tensors made under inference_mode cannot take part in autograd.
         with torch.inference_mode(False), torch.enable_grad():
-            adv = self._perturb(model, images.detach().clone(), labels, generator)
+            adv = self._perturb(model, images.detach().clone(), labels.clone(), generator)
         if adv.is_cuda:
             torch.cuda.synchronize(adv.device)
         seconds = time.perf_counter() - start

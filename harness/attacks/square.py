@@ -282,13 +282,11 @@ class SquareAttack:
         candidates = self._candidates(images[active], state.x_best[active], side, rng)
         logits, _ = self._query(engine, candidates, state)
         loss = oracle_loss(cfg.loss, logits, labels[active])
-        pred, correct = predictions(logits, labels[active])
         better = loss > state.best_loss[active]
         won = active[better]
         state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
-        state.best_pred[won] = pred[better]
-        state.correct[won] = correct[better]
+        state.best_pred[won], state.correct[won] = predictions(logits[better], labels[won])
         state.queries[active] += 1
         state.iteration += 1
         spent = 1 + state.iteration
@@ -300,15 +298,20 @@ class SquareAttack:
         """Each best image with one square of ``side`` at a random position set to x ± ε/255 (one
         sign per channel), the colour redrawn until the square changes the best image."""
         n, c, h, w = images.shape
-        eps = np.float32(self.config.radius)
         rows = rng.integers(0, h - side + 1, size=n)
         cols = rng.integers(0, w - side + 1, size=n)
+        # Index arrays that cut each image's own square: windows are (n, c, side, side).
+        offsets = np.arange(side)
+        window = (np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
+                  (rows[:, None] + offsets)[:, None, :, None], (cols[:, None] + offsets)[:, None, None, :])
+        clean, current = images[window], best[window]
+        squares = np.empty_like(clean)
+        redraw = np.arange(n)
+        while redraw.size:
+            signs = _signs(rng, (redraw.size, c, 1, 1))
+            squares[redraw] = np.clip(clean[redraw] + signs * np.float32(self.config.radius), 0, 1)
+            unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
+            redraw = redraw[unchanged]
         candidates = best.copy()
-        for i in range(n):
-            window = (i, slice(None), slice(rows[i], rows[i] + side), slice(cols[i], cols[i] + side))
-            while True:
-                square = np.clip(images[window] + _signs(rng, (c, 1, 1)) * eps, 0, 1)
-                if np.any(np.abs(square - best[window]) >= _UNCHANGED):
-                    break
-            candidates[window] = square
+        candidates[window] = squares
         return project(candidates, images, self.config.radius)

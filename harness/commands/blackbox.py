@@ -38,6 +38,7 @@ from harness.commands.common import (
     positive_int,
     set_threads,
 )
+from harness.commands.engine_options import add_engine_arguments, engine_from_args
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.fileio import cache_dir, write_json_atomic
@@ -47,8 +48,6 @@ from reports.results import make_record, write_results
 from reports.tables import scores_table
 
 HELP = "black-box Square Attack (L∞) against an engine: accuracy against queries, clean vs adversarial"
-ENGINES = ("ort", "trt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
 SAVE_EVERY_SECONDS = 15.0  # a killed run loses at most this much work
 DISPLAY_EVERY_SECONDS = 0.25
 INTERRUPTED = 130
@@ -56,10 +55,7 @@ INTERRUPTED = 130
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    group = parser.add_argument_group("engine")
-    group.add_argument("--engine", required=True, choices=ENGINES, help="the deployed engine to attack")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="which exported variant the engine runs (default fp32)")
+    add_engine_arguments(parser, default_engine="ort")
     group = parser.add_argument_group("attack")
     group.add_argument("--queries", type=positive_int, default=1000,
                        help="query budget per image, the initial query included (default 1000)")
@@ -99,16 +95,20 @@ def run(args: argparse.Namespace) -> int:
     data = data_from_args(args, args.split, args.n_images)
     images, labels = _arrays(data)
     model, source = load_model(args, data)
-    with _open_engine(args, model, source) as engine:
+    with engine_from_args(args, model, source, data) as engine:
+        contexts = [_context(args, engine, data, source, config) for config in configs]
+        if args.resume and not any(_state_path(context).is_file() for context in contexts):
+            raise HarnessError("no saved Square Attack state of this run (same model, engine, images and "
+                               "attack options) to resume; start it without --resume")
         clean, clean_seconds = _clean_scores(engine, images, labels, data.num_classes)
         outcomes = []
-        for config in configs:
-            outcome = _attack(engine, config, images, labels, data, source, args)
+        for config, context in zip(configs, contexts, strict=True):
+            outcome = _attack(engine, config, context, images, labels, data, args)
             if outcome is None:
                 return INTERRUPTED
             outcomes.append(outcome)
         info = engine.info.as_dict()
-    _report(args, data, clean, outcomes)
+    _report(args, data, clean, clean_seconds, outcomes)
     if args.curve:
         _write_curve(args, data, clean, outcomes, info)
     if args.json:
@@ -121,8 +121,8 @@ def _configs(args: argparse.Namespace) -> list[SquareConfig]:
     check_eps(args.eps)
     if not 0 < args.p_init <= 1:
         raise HarnessError(f"--p-init {args.p_init} is outside (0, 1]")
-    if args.engine == "torch" and args.precision != "fp32":
-        raise HarnessError("--engine torch runs the checkpoint in fp32; --precision fp16/int8 needs ort or trt")
+    if args.curve and Path(args.curve).suffix.lower() != ".json":
+        raise HarnessError(f"--curve {args.curve}: give a .json file name; the PNG is written beside it")
     inits = INITS if args.init == "both" else (args.init,)
     return [SquareConfig(eps=args.eps, queries=args.queries, p_init=args.p_init, init=init, loss=args.loss,
                          seed=args.seed) for init in inits]
@@ -142,34 +142,37 @@ def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_cl
     return confusion.scores(), time.perf_counter() - start
 
 
-def _context(args: argparse.Namespace, data: SegmentationData, source: dict[str, Any], config: SquareConfig
-             ) -> dict[str, Any]:
-    """What a saved state must have been run with to be continued by this command."""
-    return {"model": args.model, "size": args.size, "weights_sha256": source["sha256"], "engine": args.engine,
-            "precision": args.precision, "data": data.describe(), "n_images": len(data),
+def _context(args: argparse.Namespace, engine: Engine, data: SegmentationData, source: dict[str, Any],
+             config: SquareConfig) -> dict[str, Any]:
+    """What a saved state must have been run with to be continued by this command: the same weights,
+    engine (name, precision, device, library, artifact), images and attack parameters."""
+    return {"model": args.model, "size": args.size, "weights_sha256": source["sha256"],
+            "engine": engine.info.as_dict(), "data": data.describe(), "n_images": len(data),
             "config": config.as_dict()}
 
 
 def _state_path(context: dict[str, Any]) -> Path:
     key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "square" / f"{context['model']}-{context['engine']}-{context['precision']}-{key}.npz"
+    engine = context["engine"]
+    return cache_dir() / "square" / f"{context['model']}-{engine['name']}-{engine['precision']}-{key}.npz"
 
 
-def _attack(engine: Engine, config: SquareConfig, images: np.ndarray, labels: np.ndarray, data: SegmentationData,
-            source: dict[str, Any], args: argparse.Namespace) -> Outcome | None:
-    """Run (or continue) one attack; None when the user stopped it (its state is saved)."""
-    context = _context(args, data, source, config)
+def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+            data: SegmentationData, args: argparse.Namespace) -> Outcome | None:
+    """Run one attack, or with ``--resume`` continue its saved state (a run of ``--init both`` that was
+    stopped in its first half has no state for its second yet: that one starts afresh). None when the
+    user stopped it; its state is saved then."""
     path = _state_path(context)
-    state = load_state(path, context) if args.resume else None
-    if state is None and path.is_file():
+    state = load_state(path, context) if args.resume and path.is_file() else None
+    if state is None and path.is_file() and not args.resume:
         err_console.print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)")
     display = _Display(config, len(images))
-    last_save = time.perf_counter()
+    last_save: float | None = None  # save the first state at once, so that even an early kill can resume
 
     def after_iteration(current: SquareState) -> None:
         nonlocal last_save
         display.update(current)
-        if time.perf_counter() - last_save >= SAVE_EVERY_SECONDS:
+        if last_save is None or time.perf_counter() - last_save >= SAVE_EVERY_SECONDS:
             save_state(path, current, context)
             last_save = time.perf_counter()
 
@@ -177,6 +180,8 @@ def _attack(engine: Engine, config: SquareConfig, images: np.ndarray, labels: np
         display.live = live
         state = SquareAttack(config).run(engine, images, labels, state, after_iteration, stop.requested)
         display.update(state, force=True)
+    if not console.is_terminal:
+        console.line()  # a Live view printed to a file or pipe ends without a newline
     save_state(path, state, context)
     if not state.finished:
         err_console.print(f"stopped after {int(state.queries.max())} of {config.queries} queries per image; "
@@ -246,22 +251,25 @@ class _Display:
         return table
 
 
-def _report(args: argparse.Namespace, data: SegmentationData, clean: Scores, outcomes: list[Outcome]) -> None:
-    rows = [("clean", clean)] + [(f"square {o.config.init}", o.scores) for o in outcomes]
+def _report(args: argparse.Namespace, data: SegmentationData, clean: Scores, clean_seconds: float,
+            outcomes: list[Outcome]) -> None:
+    """The per-class scores, then the summary the issue asks for: clean and adversarial pixel accuracy
+    and mIoU, queries spent, queries per second and the share of the time spent inside the engine."""
+    rows = [("clean", clean)] + [(o.config.init, o.scores) for o in outcomes]
     console.print(scores_table(
         f"{args.model} ({args.size}) on {args.engine} {args.precision}, {data.name} {data.split}, {len(data)} images, "
         f"{clean.n_pixels} labelled pixels (values in %)", data.class_names, rows))
-    table = Table(title=f"Square Attack, eps {args.eps:g}/255, budget {args.queries} queries per image, "
-                        f"{args.loss} oracle, seed {args.seed}")
-    for column in ("init", "clean acc %", "adv acc %", "clean mIoU %", "adv mIoU %", "queries", "queries/s",
-                   "engine s", "wall s", "in engine"):
+    table = Table(title=f"Square Attack, eps {args.eps:g}/255, {args.queries} queries per image, "
+                        f"p_init {args.p_init:g}, {args.loss} oracle, seed {args.seed}")
+    for column in ("", "pixel acc %", "mIoU %", "queries", "queries/s", "engine s", "wall s", "in engine"):
         table.add_column(column, justify="right")
+    table.add_row("clean", f"{100 * clean.pixel_accuracy:.2f}", f"{100 * clean.mean_iou:.2f}", str(len(data)),
+                  "", "", f"{clean_seconds:.1f}", "")
     for o in outcomes:
-        spent = int(o.state.queries.sum())
-        table.add_row(o.config.init, f"{100 * clean.pixel_accuracy:.2f}", f"{100 * o.scores.pixel_accuracy:.2f}",
-                      f"{100 * clean.mean_iou:.2f}", f"{100 * o.scores.mean_iou:.2f}", str(spent),
-                      f"{spent / max(o.state.seconds, 1e-9):.1f}", f"{o.state.engine_seconds:.1f}",
-                      f"{o.state.seconds:.1f}", f"{100 * o.state.engine_seconds / max(o.state.seconds, 1e-9):.1f} %")
+        spent, seconds = int(o.state.queries.sum()), max(o.state.seconds, 1e-9)
+        table.add_row(o.config.init, f"{100 * o.scores.pixel_accuracy:.2f}", f"{100 * o.scores.mean_iou:.2f}",
+                      str(spent), f"{spent / seconds:.1f}", f"{o.state.engine_seconds:.1f}", f"{seconds:.1f}",
+                      f"{100 * o.state.engine_seconds / seconds:.1f} %")
     console.print(table)
 
 
@@ -276,8 +284,6 @@ def _write_curve(args: argparse.Namespace, data: SegmentationData, clean: Scores
                  info: dict[str, Any]) -> None:
     path = Path(args.curve)
     png = path.with_suffix(".png")
-    if png == path:
-        raise HarnessError(f"--curve {path}: give a .json file name; the PNG is written beside it")
     write_json_atomic(path, _curve_document(args, data, clean, outcomes, info))
     plot_square_curves({f"{o.config.init} init": [vars(p) for p in o.state.curve] for o in outcomes}, png,
                        f"Square Attack on {args.model} ({args.engine} {args.precision}), eps {args.eps:g}/255, "
@@ -301,6 +307,3 @@ def _records(args: argparse.Namespace, data: SegmentationData, source: dict[str,
                                    curve=[vars(p) for p in o.state.curve]))
     return records
 
-
-def _open_engine(args: argparse.Namespace, model: Any, source: dict[str, Any]) -> Engine:
-    raise HarnessError("engine factory not available yet")

@@ -1,10 +1,15 @@
-"""``eval``: clean pixel accuracy, mean IoU and per-class IoU of a model on a data split."""
+"""``eval``: clean pixel accuracy, mean IoU and per-class IoU of a model on a data split.
+
+Evaluation runs through an Engine (``--engine torch|ort|trt``, ``--precision``, ``--device``), so
+every engine and precision is scored by the same code on the same images.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from engines.base import engine_predictor
 from harness.commands.common import (
     add_data_arguments,
     add_model_arguments,
@@ -14,15 +19,17 @@ from harness.commands.common import (
     positive_int,
     set_threads,
 )
+from harness.commands.engine_options import add_engine_arguments, engine_from_args
 from harness.evaluation import evaluate
 from reports.results import make_record, write_results
 from reports.tables import scores_table
 
-HELP = "evaluate a model on clean images: pixel accuracy, mean IoU, per-class IoU"
+HELP = "evaluate a model on clean images through any engine: pixel accuracy, mean IoU, per-class IoU"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--split", default="val", choices=("train", "val"))
     parser.add_argument("--n-images", type=positive_int, help="evaluate the first N images (default: all)")
@@ -34,16 +41,19 @@ def run(args: argparse.Namespace) -> int:
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
     model, source = load_model(args, data)
-    start = time.perf_counter()
-    scores = evaluate(model, data, args.batch_size)
-    seconds = time.perf_counter() - start
-    console.print(scores_table(f"{args.model} ({args.size}) on {data.name} {data.split}, {len(data)} images, "
-                               f"{scores.n_pixels} labelled pixels (values in %)", data.class_names,
-                               [("clean", scores)]))
+    with engine_from_args(args, model, source, data) as engine:
+        start = time.perf_counter()
+        scores = evaluate(engine_predictor(engine), data, args.batch_size)
+        seconds = time.perf_counter() - start
+        info, queries, engine_seconds = engine.info, engine.queries, engine.seconds
+    console.print(scores_table(f"{args.model} ({args.size}) on {info.name} {info.precision} ({info.device}), "
+                               f"{data.name} {data.split}, {len(data)} images, {scores.n_pixels} labelled pixels "
+                               "(values in %)", data.class_names, [("clean", scores)]))
     if args.json:
-        record = make_record(model=args.model, engine="torch", precision="fp32", attack="none", params={},
-                             n_images=len(data), scores=scores, seconds=seconds,
-                             size=args.size, data=data.describe(), weights_sha256=source["sha256"])
+        record = make_record(model=args.model, engine=info.name, precision=info.precision, attack="none",
+                             params={}, n_images=len(data), scores=scores, queries=queries, seconds=seconds,
+                             size=args.size, data=data.describe(), weights_sha256=source["sha256"],
+                             engine_info=info.as_dict(), engine_seconds=round(engine_seconds, 4))
         write_results(args.json, [record])
         console.print(f"wrote {args.json}")
     return 0

@@ -18,11 +18,14 @@ CLASS_NAMES = ["background", "disc", "rectangle", "triangle", "ring", "cross", "
 # Hue centre (degrees) of each object class; objects jitter around it.
 _CLASS_HUES = {1: 0.0, 2: 55.0, 3: 115.0, 4: 175.0, 5: 235.0, 6: 295.0}
 _HUE_JITTER = 14.0
+# Object radius range in pixels at 64 x 64 (scaled with the image): large against the
+# FCN strides (8 to 32), as VOC's objects are against 500-pixel images.
+_RADIUS = (10.0, 22.0)
 DEFAULT_SIZE = 64
 DEFAULT_TRAIN = 1000
 DEFAULT_VAL = 200
 # Bump when the generator changes, so cached data and checkpoints trained on older scenes are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def _rotated(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -47,13 +50,13 @@ def _shape_mask(cls: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, 
             mask &= (np.cos(a) * u + np.sin(a) * v) <= r * 0.55
         return mask
     if cls == 4:  # ring
-        return (rho <= r) & (rho >= r * rng.uniform(0.35, 0.5))
+        return (rho <= r) & (rho >= r * rng.uniform(0.3, 0.45))
     if cls == 5:  # cross (plus sign)
         arm = r * rng.uniform(0.3, 0.42)
         return ((np.abs(u) <= r) & (np.abs(v) <= arm)) | ((np.abs(v) <= r) & (np.abs(u) <= arm))
     if cls == 6:  # five-pointed star from a polar radius profile
         theta = np.arctan2(v, u)
-        return rho <= r * (0.68 + 0.32 * np.cos(5 * theta))
+        return rho <= r * (0.7 + 0.3 * np.cos(5 * theta))
     raise ValueError(cls)
 
 
@@ -90,7 +93,7 @@ def _scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     scale = size / 64
     for _ in range(int(rng.integers(2, 5))):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
-        r = rng.uniform(8, 18) * scale
+        r = rng.uniform(*_RADIUS) * scale
         cx, cy = rng.uniform(0, size), rng.uniform(0, size)
         mask = _shape_mask(cls, xx, yy, cx, cy, r, rng.uniform(0, 2 * np.pi), rng)
         if mask.sum() < 4:

@@ -1,0 +1,92 @@
+"""The ``ort`` engine: an ONNX file on ONNX Runtime, CPU provider or (onnxruntime-gpu) CUDA provider."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from engines.availability import require
+from engines.base import Engine, EngineInfo
+from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of
+from harness.errors import HarnessError
+from harness.fileio import sha256_file
+
+# onnxruntime's Python errors derive from Exception directly; these are the ones a bad model or input raises.
+_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
+               ort_state.NoSuchFile, ort_state.NoModel, ort_state.NotImplemented, ort_state.RuntimeException,
+               ort_state.EPFail)
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class OrtEngine(Engine):
+    """ONNX Runtime inference of the ONNX file ``path`` on ``device`` (cpu or cuda).
+
+    On enter the file is loaded, checked (ONNX checker + the harness I/O contract) and hashed;
+    its precision comes from its ``harness.precision`` metadata. A corrupt or truncated file,
+    or a missing CUDA provider, is a one-line HarnessError.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "cpu", max_batch: int | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__(max_batch)
+        self.path = Path(path)
+        self._device = device
+        self._threads = threads
+        self._session: onnxruntime.InferenceSession | None = None
+        self._precision = "?"
+        self._sha256 = ""
+        self._names = ("", "")
+        self._fixed_hw: tuple[int | str, int | str] = ("?", "?")
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo("ort", self._precision, f"{self._device} ({_PROVIDERS[self._device]})",
+                          f"onnxruntime {onnxruntime.__version__}", self._sha256)
+
+    def _open(self) -> None:
+        require("ort", self._device)
+        model = load_onnx(self.path)
+        self._precision = precision_of(model)
+        self._names = io_names(model)
+        shape = input_shape(model)
+        self._fixed_hw = (shape[2], shape[3])
+        self._sha256 = sha256_file(self.path)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: the CPU provider warns about fp16 nodes it casts
+        options.intra_op_num_threads = self._threads or len(os.sched_getaffinity(0))
+        providers = [_PROVIDERS[self._device]] + (["CPUExecutionProvider"] if self._device == "cuda" else [])
+        try:
+            session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=providers)
+        except _ORT_ERRORS as e:
+            raise HarnessError(f"ONNX Runtime cannot load {self.path}: {_first_line(e)}") from None
+        # onnxruntime falls back to the CPU silently when the CUDA libraries do not load.
+        if session.get_providers()[0] != _PROVIDERS[self._device]:
+            raise HarnessError(f"ONNX Runtime could not start {_PROVIDERS[self._device]} for {self.path} "
+                               f"(active: {', '.join(session.get_providers())}); check the CUDA/cuDNN libraries")
+        self._session = session
+
+    def _close(self) -> None:
+        self._session = None
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        super().check_shape(shape)
+        for axis, fixed in (("height", self._fixed_hw[0]), ("width", self._fixed_hw[1])):
+            got = shape[2] if axis == "height" else shape[3]
+            if isinstance(fixed, int) and fixed != got:
+                raise HarnessError(f"{self.path} takes images of {axis} {fixed}, got {got}")
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        assert self._session is not None
+        try:
+            return self._session.run([self._names[1]], {self._names[0]: batch})[0]
+        except _ORT_ERRORS as e:
+            raise HarnessError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {_first_line(e)}") from None

@@ -1,0 +1,114 @@
+"""The ``trt`` engine: a serialized TensorRT plan run with the TensorRT 10 Python API.
+
+Tensors are addressed by name (no bindings): ``set_input_shape`` for the batch at hand,
+``set_tensor_address`` with device buffers that are torch CUDA tensors, and
+``execute_async_v3`` on a torch CUDA stream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.availability import require
+from engines.base import Engine, EngineInfo
+from harness.errors import HarnessError
+from harness.fileio import sha256_file
+
+
+def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
+    table = {trt.float32: torch.float32, trt.float16: torch.float16}
+    if dtype not in table:
+        raise HarnessError(f"TensorRT plan has an I/O tensor of type {dtype}; the harness boundary is float32")
+    return table[dtype]
+
+
+class TrtEngine(Engine):
+    """TensorRT inference of the plan file ``path`` on the current CUDA device.
+
+    ``precision`` is what the plan was built for (the factory and the export command know it);
+    ``max_batch`` defaults to the largest batch of the plan's optimisation profile.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, precision: str = "fp32", max_batch: int | None = None) -> None:
+        super().__init__(max_batch)
+        self.path = Path(path)
+        self._precision = precision
+        self._requested_batch = max_batch
+        self._sha256 = ""
+        self._version = "-"
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: torch.cuda.Stream | None = None
+        self._input = self._output = ""
+        self._hw_range = ((0, 0), (0, 0))
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo("trt", self._precision, "cuda", f"tensorrt {self._version}", self._sha256)
+
+    def _open(self) -> None:
+        require("trt", "cuda")
+        import tensorrt as trt
+
+        self._version = trt.__version__
+        if not self.path.is_file():
+            raise HarnessError(f"TensorRT plan {self.path} does not exist")
+        self._sha256 = sha256_file(self.path)
+        logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(logger)
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise HarnessError(f"cannot load TensorRT plan {self.path}: corrupt, or built by another TensorRT "
+                               f"version or for another GPU (this is TensorRT {trt.__version__}); rebuild it")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise HarnessError(f"TensorRT plan {self.path} has inputs {inputs} and outputs {outputs}; "
+                               "the harness needs one image input and one logits output")
+        self._engine, self._input, self._output = engine, inputs[0], outputs[0]
+        self._in_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input))
+        self._out_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._output))
+        low, _, high = engine.get_tensor_profile_shape(self._input, 0)
+        self._hw_range = ((low[2], high[2]), (low[3], high[3]))
+        self._batch_limit = int(high[0])
+        self.max_batch = min(self._requested_batch or self._batch_limit, self._batch_limit)
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise HarnessError(f"TensorRT could not create an execution context for {self.path} (GPU memory?)")
+        self._stream = torch.cuda.Stream()
+
+    def _close(self) -> None:
+        # Context before engine before runtime: TensorRT objects must die in reverse order of creation.
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._stream = None
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        super().check_shape(shape)
+        (h_lo, h_hi), (w_lo, w_hi) = self._hw_range
+        if not (h_lo <= shape[2] <= h_hi and w_lo <= shape[3] <= w_hi):
+            raise HarnessError(f"TensorRT plan {self.path.name} takes images of {h_lo}..{h_hi} x {w_lo}..{w_hi} "
+                               f"pixels, got {shape[2]}x{shape[3]}; export a plan for this size")
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        assert self._context is not None and self._stream is not None
+        with torch.cuda.stream(self._stream):
+            images = torch.from_numpy(batch).to("cuda", self._in_dtype)
+            if not self._context.set_input_shape(self._input, tuple(images.shape)):
+                raise HarnessError(f"TensorRT rejected input shape {tuple(images.shape)} for {self.path.name}")
+            logits = torch.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=self._out_dtype,
+                                 device="cuda")
+            self._context.set_tensor_address(self._input, images.data_ptr())
+            self._context.set_tensor_address(self._output, logits.data_ptr())
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise HarnessError(f"TensorRT execution failed for {self.path.name} on a batch of {len(batch)}")
+            # The copy is queued on the same stream, and .cpu() waits for it: no explicit synchronise needed.
+            return logits.float().cpu().numpy()

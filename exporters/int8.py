@@ -1,0 +1,111 @@
+"""fp32 ONNX -> int8 QDQ ONNX by static post-training quantisation (onnxruntime.quantization).
+
+Calibration runs the fp32 graph on training images (never validation images) and records
+activation ranges. The result is in QDQ form with symmetric int8 activations and per-channel
+symmetric int8 weights: the form TensorRT's explicit quantisation expects, and one that ONNX
+Runtime's CPU provider runs too, so the int8 deployment variant is testable without a GPU.
+Input and output stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from exporters.onnx_file import INPUT_NAME, load_onnx, read_metadata, save_onnx, write_metadata
+from harness.data.base import SegmentationData
+from harness.errors import HarnessError
+from harness.fileio import sha256_file
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_CALIBRATION_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How the int8 graph is calibrated; part of the int8 artifact's cache key."""
+
+    batch_size: int = 16
+    method: str = "minmax"  # percentile and entropy measured no better on the harness models
+    per_channel: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _ImageReader(CalibrationDataReader):
+    """onnxruntime's CalibrationDataReader over all images of a data set, a batch at a time."""
+
+    def __init__(self, data: SegmentationData, batch_size: int) -> None:
+        self._data = data
+        self._batch = batch_size
+        self._start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._start >= len(self._data):
+            return None
+        images, _ = self._data.tensors(slice(self._start, self._start + self._batch))
+        self._start += self._batch
+        return {INPUT_NAME: images.numpy()}
+
+    def rewind(self) -> None:
+        self._start = 0
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: SegmentationData,
+                  settings: CalibrationSettings | None = None) -> None:
+    """Write the int8 QDQ version of the fp32 ONNX file ``src`` to ``dst`` (atomically, checked).
+
+    ``calibration`` should be training images of the data the model was trained on (all of them are
+    used; :data:`DEFAULT_CALIBRATION_IMAGES` is the harness default).
+    """
+    settings = settings or CalibrationSettings()
+    if settings.method not in CALIBRATION_METHODS:
+        raise HarnessError(f"unknown calibration method {settings.method!r}; choose from "
+                           f"{', '.join(CALIBRATION_METHODS)}")
+    model = load_onnx(src)
+    metadata = read_metadata(model)
+    if metadata.get("precision", "fp32") != "fp32":
+        raise HarnessError(f"{src} is not an fp32 graph; int8 is quantised from the fp32 export")
+    reader = _ImageReader(calibration, settings.batch_size)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[settings.method]
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quant_logger = logging.getLogger("onnxruntime.quantization")
+    level = quant_logger.level
+    quant_logger.setLevel(logging.ERROR)  # its per-tensor info lines would drown the CLI output
+    try:
+        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp:
+            prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
+            # Constant folding and shape inference first, as onnxruntime recommends before quantising.
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+                quantize_static(
+                    str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                    per_channel=settings.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=method, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                )
+            result = onnx.load(str(quantized))
+    except HarnessError:
+        raise
+    except Exception as e:  # onnxruntime raises many types; keep the one-line contract
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise HarnessError(f"int8 quantisation of {src} failed: {first}") from None
+    finally:
+        quant_logger.setLevel(level)
+    write_metadata(result, {"precision": "int8", "parent_sha256": sha256_file(src),
+                            "calibration": {**settings.as_dict(), "n_images": len(calibration),
+                                            "data": calibration.describe()}})
+    save_onnx(result, dst)

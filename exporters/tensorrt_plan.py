@@ -1,0 +1,170 @@
+"""ONNX -> TensorRT plan (TensorRT 10 Python API), with an optimisation profile and a timing cache.
+
+A plan is specific to the ONNX file, the build settings, the TensorRT version and the GPU, so
+its cache key holds all four: the ONNX file's sha256, the settings, ``tensorrt.__version__``,
+and the GPU's name and compute capability.
+
+Precision follows the ONNX variant (DESIGN.md). TensorRT 10.12 and later build *strongly typed*
+networks: every tensor keeps the type the ONNX graph gives it, so an fp16 plan is built from the
+fp16 ONNX and an int8 plan from the QDQ ONNX, with no precision builder flags (they are rejected
+in that mode). Older TensorRT 10 releases build weakly typed networks from the same files and need
+the FP16 / INT8 flags to allow those kernels.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.availability import require
+from exporters.artifacts import Artifact
+from exporters.cache import cached_artifact
+from harness.errors import HarnessError
+from harness.fileio import cache_dir, write_bytes_atomic
+
+STRONGLY_TYPED_SINCE = (10, 12)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """Build settings; all of them are part of the plan's cache key.
+
+    The profile covers batches ``min_batch..max_batch`` (tuned for ``opt_batch``) at one image
+    size ``height`` x ``width``: a fixed spatial size lets TensorRT pick its fastest kernels.
+    ``tf32`` allows TF32 math in fp32 layers (off: an fp32 plan computes in fp32, like the reference).
+    """
+
+    precision: str = "fp32"
+    height: int = 64
+    width: int = 64
+    min_batch: int = 1
+    opt_batch: int = 16
+    max_batch: int = 32
+    workspace_mib: int = 2048
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise HarnessError(f"TensorRT profile needs 1 <= min <= opt <= max batch, got "
+                               f"{self.min_batch}, {self.opt_batch}, {self.max_batch}")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"10.12.0.36"`` -> ``(10, 12, 0, 36)`` (non-numeric suffixes ignored)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:4])
+
+
+def strongly_typed(version: str) -> bool:
+    """Whether plans are built as strongly typed networks with this TensorRT version."""
+    return version_tuple(version)[:2] >= STRONGLY_TYPED_SINCE
+
+
+def gpu_identity() -> dict[str, str]:
+    """Name and compute capability of the current CUDA device (part of the plan key)."""
+    index = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+
+
+def plan_key_fields(onnx_sha256: str, settings: PlanSettings, tensorrt_version: str,
+                    gpu: dict[str, str]) -> dict[str, Any]:
+    """Everything a plan depends on; its sha256 is the plan's cache key."""
+    return {"kind": "trt-plan", "onnx_sha256": onnx_sha256, "settings": asdict(settings),
+            "tensorrt": tensorrt_version, "strongly_typed": strongly_typed(tensorrt_version), **gpu}
+
+
+def build_plan(onnx: Artifact, settings: PlanSettings, group: str) -> Artifact:
+    """The cached TensorRT plan of the ONNX artifact ``onnx``, building it when missing.
+
+    ``onnx.precision`` must equal ``settings.precision``. Raises HarnessError when TensorRT or a GPU
+    is missing, or when parsing or building fails (with TensorRT's first error message).
+    """
+    require("trt", "cuda")
+    import tensorrt as trt
+
+    if onnx.precision != settings.precision:
+        raise HarnessError(f"a {settings.precision} plan is built from the {settings.precision} ONNX, "
+                           f"got {onnx.precision} ({onnx.path})")
+    gpu = gpu_identity()
+    fields = plan_key_fields(onnx.sha256, settings, trt.__version__, gpu)
+    timing_cache = _timing_cache_path(trt.__version__, gpu)
+    path, sha, reused = cached_artifact(group, f"trt-{settings.precision}", fields, "model.plan",
+                                        lambda p: _build(trt, onnx.path, p, settings, timing_cache))
+    return Artifact(path, sha, reused, settings.precision)
+
+
+def _timing_cache_path(version: str, gpu: dict[str, str]) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{gpu['gpu']}-sm{gpu['compute_capability']}").strip("-")
+    return cache_dir() / "tensorrt" / f"timing-trt{version}-{slug}.cache"
+
+
+def _error_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps error messages, so a failed build can say why in one line."""
+
+    class ErrorLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                self.errors.append(str(msg).strip().splitlines()[0] if str(msg).strip() else "error")
+
+    return ErrorLogger()
+
+
+def _build(trt: Any, onnx_path: Path, plan_path: Path, settings: PlanSettings, timing_path: Path) -> None:
+    logger = _error_logger(trt)
+    builder = trt.Builder(logger)
+    typed = strongly_typed(trt.__version__)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or ["unknown error"]
+        raise HarnessError(f"TensorRT cannot parse {onnx_path}: {errors[0]}")
+    if network.num_inputs != 1:
+        raise HarnessError(f"{onnx_path} has {network.num_inputs} inputs; the harness needs one image input")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    if not typed:
+        # Weakly typed (TensorRT < 10.12): the flags allow the reduced-precision kernels the graph asks for.
+        if settings.precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif settings.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+    if not settings.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+    name = network.get_input(0).name
+    shape = lambda batch: (batch, 3, settings.height, settings.width)  # noqa: E731
+    profile = builder.create_optimization_profile()
+    profile.set_shape(name, shape(settings.min_batch), shape(settings.opt_batch), shape(settings.max_batch))
+    config.add_optimization_profile(profile)
+
+    try:
+        cache = config.create_timing_cache(_read_timing_cache(timing_path))
+        accepted = cache is not None and config.set_timing_cache(cache, False)
+    except Exception:  # TensorRT raises on a damaged buffer; the cache only saves time, so start over
+        accepted = False
+    if not accepted:
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        reason = logger.errors[0] if logger.errors else "no error message"
+        raise HarnessError(f"TensorRT could not build a {settings.precision} plan from {onnx_path}: {reason}")
+    write_bytes_atomic(plan_path, bytes(memoryview(serialized)))
+    write_bytes_atomic(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
+
+
+def _read_timing_cache(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

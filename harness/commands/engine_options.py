@@ -1,0 +1,55 @@
+"""The ``--engine / --precision / --device`` options and opening the engine they name.
+
+Any command that runs a model through an Engine (eval, blackbox, transfer) uses these two
+functions, so every command chooses and builds engines the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from engines.availability import DEVICES, ENGINES
+from engines.base import Engine
+from engines.factory import create_engine
+from exporters.int8 import DEFAULT_CALIBRATION_IMAGES
+from exporters.onnx_file import PRECISIONS
+from harness.commands.common import data_from_args, positive_int
+from harness.data.base import SegmentationData
+from harness.models.normalize import SegmentationModel
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, default_engine: str = "torch") -> None:
+    """Add ``--engine``, ``--precision``, ``--device``, ``--calibration-images`` and ``--engine-batch``."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", default=default_engine, choices=ENGINES,
+                       help=f"torch (eager), ort (ONNX Runtime) or trt (TensorRT) (default {default_engine})")
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="the exported variant the engine runs: fp32 (default), fp16 or int8 (ort, trt)")
+    group.add_argument("--device", choices=DEVICES, help="cpu or cuda (default: cpu; cuda for trt)")
+    group.add_argument("--calibration-images", type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
+                       metavar="N", help="training images that calibrate an int8 export "
+                       f"(default {DEFAULT_CALIBRATION_IMAGES})")
+    group.add_argument("--engine-batch", type=positive_int, metavar="N",
+                       help="largest batch the engine runs at once (default: 64; TensorRT profile: 32)")
+
+
+def calibration_from_args(args: argparse.Namespace) -> SegmentationData:
+    """The first ``--calibration-images`` training images of the data the command was given."""
+    n = getattr(args, "calibration_images", None) or DEFAULT_CALIBRATION_IMAGES
+    return data_from_args(args, "train", n)
+
+
+def engine_from_args(args: argparse.Namespace, model: SegmentationModel, source: Mapping[str, Any],
+                     data: SegmentationData) -> Engine:
+    """The Engine the options name, for ``model`` as loaded by ``load_model`` (not yet entered).
+
+    Reads ``args.engine`` and ``args.precision`` (required) and ``args.device``, ``args.calibration_images``,
+    ``args.engine_batch`` when present, so a command may add only the first two itself.
+    """
+    precision = args.precision
+    calibration = calibration_from_args(args) if precision == "int8" and args.engine != "torch" else None
+    return create_engine(args.engine, model, source, data, precision=precision,
+                         device=getattr(args, "device", None), calibration=calibration,
+                         max_batch=getattr(args, "engine_batch", None))
