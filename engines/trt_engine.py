@@ -41,6 +41,7 @@ class TrtEngine(Engine):
         self._requested_batch = max_batch
         self._sha256 = ""
         self._version = "-"
+        self._logger: Any = None
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
@@ -60,8 +61,8 @@ class TrtEngine(Engine):
         if not self.path.is_file():
             raise HarnessError(f"TensorRT plan {self.path} does not exist")
         self._sha256 = sha256_file(self.path)
-        logger = trt.Logger(trt.Logger.ERROR)
-        self._runtime = trt.Runtime(logger)
+        self._logger = trt.Logger(trt.Logger.ERROR)  # must outlive the runtime
+        self._runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise HarnessError(f"cannot load TensorRT plan {self.path}: corrupt, or built by another TensorRT "

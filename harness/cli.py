@@ -15,7 +15,8 @@ from harness import __version__
 from harness.errors import USAGE_ERROR, HarnessError
 
 # Order of the command list in --help.
-COMMANDS = ["models", "train", "eval", "export", "engines", "attack", "whitebox", "sweep", "blackbox", "check"]
+COMMANDS = ["models", "train", "eval", "export", "engines", "attack", "whitebox", "sweep", "blackbox", "transfer",
+            "suite", "report", "check"]
 
 
 class _Parser(argparse.ArgumentParser):

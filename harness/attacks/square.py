@@ -278,25 +278,31 @@ class SquareAttack:
         """One iteration: a square candidate per active image, one engine call, keep improvements."""
         cfg = self.config
         active = state.active
+        # While every image is attacked, views spare copying the clean images and labels each iteration.
+        everyone = active.size == len(images)
+        clean = images if everyone else images[active]
+        targets = labels if everyone else labels[active]
+        candidates = state.x_best[active]  # fancy indexing copies: the candidates are built in place
         side = square_side(p_fraction(cfg.p_init, state.iteration, cfg.queries), *images.shape[2:])
-        candidates = self._candidates(images[active], state.x_best[active], side, rng)
+        self._place_squares(candidates, clean, side, rng)
         logits, _ = self._query(engine, candidates, state)
-        loss = oracle_loss(cfg.loss, logits, labels[active])
+        loss = oracle_loss(cfg.loss, logits, targets)
         better = loss > state.best_loss[active]
         won = active[better]
         state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
-        state.best_pred[won], state.correct[won] = predictions(logits[better], labels[won])
+        state.best_pred[won], state.correct[won] = predictions(logits[better], targets[better])
         state.queries[active] += 1
         state.iteration += 1
         spent = 1 + state.iteration
         if spent % cfg.curve_step == 0 or state.finished:
             state.curve.append(CurvePoint(spent, state.pixel_accuracy, state.mean_loss))
 
-    def _candidates(self, images: np.ndarray, best: np.ndarray, side: int, rng: np.random.Generator
-                    ) -> np.ndarray:
-        """Each best image with one square of ``side`` at a random position set to x ± ε/255 (one
-        sign per channel), the colour redrawn until the square changes the best image."""
+    def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
+        """Turn each best image (in place) into its candidate: one square of ``side`` at a random
+        position set to x ± ε/255 (one sign per channel), projected onto the ε-ball and [0, 1], its
+        colour redrawn until the square changes the best image. Outside the squares the best images,
+        already in the ball, stay as they are."""
         n, c, h, w = images.shape
         rows = rng.integers(0, h - side + 1, size=n)
         cols = rng.integers(0, w - side + 1, size=n)
@@ -309,9 +315,8 @@ class SquareAttack:
         redraw = np.arange(n)
         while redraw.size:
             signs = _signs(rng, (redraw.size, c, 1, 1))
-            squares[redraw] = np.clip(clean[redraw] + signs * np.float32(self.config.radius), 0, 1)
+            squares[redraw] = project(clean[redraw] + signs * np.float32(self.config.radius), clean[redraw],
+                                      self.config.radius)
             unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
             redraw = redraw[unchanged]
-        candidates = best.copy()
-        candidates[window] = squares
-        return project(candidates, images, self.config.radius)
+        best[window] = squares

@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.fileio import write_bytes_atomic
 from reports.regression import DEFAULT_TOLERANCE, compare, delta_table
 from reports.results import read_results
+from reports.suite_report import read_suite_check
 
 HELP = "regression gate: compare results.json with a baseline; exit 0 pass, 1 regression, 2 bad input"
 
@@ -50,12 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, metavar="FILE", help="the baseline results.json")
     parser.add_argument("--results", default="results.json", metavar="FILE",
                         help="the results.json to check (default: results.json in the current directory)")
-    parser.add_argument("--tolerance", type=points, default=DEFAULT_TOLERANCE, metavar="POINTS",
-                        help=f"allowed drop of pixel accuracy and of mean IoU, in percentage points "
-                             f"(default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--tolerance", type=points, metavar="POINTS",
+                        help=f"allowed drop of pixel accuracy and of mean IoU, in percentage points (default: the "
+                             f"[check] tolerance of the suite that wrote the results, else {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--attack-tolerance", type=attack_points, action="append", default=[],
                         metavar="ATTACK=POINTS",
-                        help="tolerance for the records of one attack (repeatable; clean records are 'none')")
+                        help="tolerance for the records of one attack (repeatable; clean records are 'none'); "
+                             "added to the suite's [check] attack_tolerance")
     parser.add_argument("--allow-new", action="store_true",
                         help="records in the results that the baseline lacks are shown, not an error")
     parser.add_argument("--update-baseline", action="store_true",
@@ -74,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except HarnessError as e:
         hint = " (remove it to start a new baseline with --update-baseline)" if args.update_baseline else ""
         raise HarnessError(f"baseline: {e}{hint}") from None
-    comparison = compare(baseline, results, args.tolerance, dict(args.attack_tolerance),
+    tolerance, per_attack = _tolerances(args)
+    comparison = compare(baseline, results, tolerance, per_attack,
                          where=(f"baseline {baseline_path}", f"results {args.results}"))
     console.print(delta_table(comparison, f"{args.results} against {baseline_path} (values in %; "
-                                          f"tolerance {args.tolerance:g} pt)"))
+                                          f"tolerance {tolerance:g} pt)"))
     code, verdict = comparison.outcome(args.allow_new)
     if args.update_baseline:
         _say(verdict)
@@ -86,6 +89,14 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(verdict)
     _say(verdict)
     return code
+
+
+def _tolerances(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """The command line's tolerances over those of the suite run that wrote the results (``suite.json`` beside
+    ``results.json``, its suite's ``[check]``), over the defaults."""
+    suite_check = read_suite_check(Path(args.results).parent / "suite.json")
+    tolerance = args.tolerance if args.tolerance is not None else suite_check.tolerance
+    return tolerance, {**suite_check.attack_tolerance, **dict(args.attack_tolerance)}
 
 
 def _say(line: str) -> None:

@@ -83,7 +83,8 @@ def load_model(args: argparse.Namespace, data: SegmentationData, name: str | Non
 
 
 def set_threads() -> None:
-    """Use every core for intra-op parallelism (torch's default can be lower in containers)."""
+    """Use every available core for intra-op parallelism, unless OMP_NUM_THREADS says otherwise."""
     import os
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

@@ -39,7 +39,7 @@ def test_fp16_onnx_validates_keeps_float32_io_and_agrees(name, loaded_model, syn
     onnx.checker.check_model(str(artifact.path), full_check=True)
     graph = onnx.load(str(artifact.path))
     assert _io_types(graph) == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT]
-    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
     assert read_metadata(graph)["precision"] == "fp16"
     with TorchEngine(model) as ref, OrtEngine(artifact.path) as ort:
         report = compare(ref, ort, synthetic_val.subset(PARITY_IMAGES), label=name, precision="fp16")

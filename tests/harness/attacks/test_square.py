@@ -325,7 +325,9 @@ def test_an_interrupted_command_resumes_and_ends_with_the_same_budget(ort_engine
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (set(states.glob("*.npz")) - before if states.is_dir() else set()):
-        assert process.poll() is None and time.monotonic() < deadline, "the run saved no state"
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run saved no state: {process.communicate()[1]}")
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)

@@ -1,0 +1,37 @@
+"""``suite``: run a robustness suite (default: the built-in one) and write results.json, data and a report."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from harness.suite import run_suite
+from harness.suite_config import load_suite
+from harness.suite_progress import SuiteProgress
+from reports.suite_report import load_run, print_tables, render_report, summary_tables
+
+HELP = "run a robustness suite (TOML; default: the paper's experiments): results.json, figures and a report"
+
+# Wide enough for the summary tables in CI logs and files, where rich would default to 80 columns.
+console = Console()
+console.width = max(console.width, 140)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="suite file (TOML; default: the built-in default suite, "
+                        "harness/suites/default.toml)")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME, NAME from the suite)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_suite(args.config)
+    out = args.out or f"runs/{config.name}"
+    console.print(f"suite {config.name} ({config.source}) -> {out}", highlight=False)
+    result = run_suite(config, out, SuiteProgress(console))
+    recorded = load_run(out)
+    report = render_report(recorded)
+    print_tables(console, summary_tables(recorded))
+    console.print(f"{len(result.records)} records in {out}/results.json; report {report}; "
+                  f"{result.seconds:.0f} s", highlight=False)
+    return 0

@@ -1,0 +1,418 @@
+"""Suite files: what a robustness suite runs, read from TOML and checked before any work starts.
+
+A suite file names the data, the models (and how to train the missing ones), the deployments
+(engines x precisions), the experiments with their parameters and image counts, and the tolerances
+of the regression check. Every section but ``[models]`` is optional; an experiment whose section
+is absent is not run. Contract of :func:`parse_suite`: it returns a fully validated
+:class:`SuiteConfig` or raises one HarnessError (exit code 2) whose one-line message names the
+file and the key, e.g. ``suite.toml: [whitebox] n_images: expected an integer >= 1, got 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from engines.availability import DEVICES, ENGINES, PRECISIONS
+from harness.attacks.oracle import ORACLES
+from harness.attacks.square import INITS
+from harness.data import DATA_SOURCES
+from harness.errors import HarnessError
+from harness.models import MODELS, SIZES
+
+SECTIONS = ("data", "models", "deployment", "whitebox", "sweep", "square", "transfer", "examples", "check")
+WHITEBOX_COLUMNS_HELP = "fgsm, mifgsm-N or pgd-N"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "synthetic"
+    root: str | None = None
+    image_size: int | None = None  # None: the source's default (64 synthetic, 256 voc/folder)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelsSpec:
+    """``epochs``/``lr``: per model, only where the suite overrides train's DEFAULT_SCHEDULE."""
+
+    names: tuple[str, ...]
+    size: str = "reduced"
+    epochs: dict[str, int] = field(default_factory=dict)
+    lr: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 16
+    n_train: int | None = None  # None: the whole training split
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """Engines x precisions (torch runs fp32 only); the fp32 PyTorch model is always the reference."""
+
+    engines: tuple[str, ...] = ("torch", "ort")
+    precisions: tuple[str, ...] = ("fp32",)
+    device: str | None = None  # None: each engine's default (cpu; cuda for trt)
+    calibration_images: int = 64
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (engine, precision) the engine can run, in file order: e.g. torch fp32, ort fp32, ort int8."""
+        return [(e, p) for e in self.engines for p in self.precisions if p in PRECISIONS[e]]
+
+
+@dataclass(frozen=True)
+class WhiteboxSpec:
+    """The paper's Table 1: ``columns`` like ``fgsm``, ``mifgsm-20``, ``pgd-100``; ``skip``: model -> columns
+    left out (shown as "-"), as the paper leaves out PGD-200 for the ResNets."""
+
+    columns: tuple[str, ...]
+    n_images: int = 16
+    eps: float = 8.0
+    seed: int = 0
+    skip: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The paper's Figure 3: PGD with α = ε / steps for each count of ``steps``."""
+
+    models: tuple[str, ...]
+    steps: tuple[int, ...] = (20, 40, 60, 80, 100)
+    n_images: int = 16
+    eps: float = 8.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SquareSpec:
+    """The paper's Figure 4: Square Attack through ``engine``/``precision``, once per stripe init."""
+
+    models: tuple[str, ...]
+    engine: str = "ort"
+    precision: str = "fp32"
+    inits: tuple[str, ...] = INITS
+    queries: int = 1000
+    p_init: float = 0.05
+    loss: str = "ce"
+    eps: float = 8.0
+    n_images: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """The paper's Table 2 and the deployment-gap table: ``attacks`` crafted on each source, evaluated
+    on each target through every deployment."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    attacks: tuple[str, ...] = ("mifgsm-20", "pgd-20")
+    n_images: int = 16
+    eps: float = 8.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExamplesSpec:
+    """The paper's Figures 1-2: the first ``n_images`` of a white-box column on one model."""
+
+    model: str
+    attack: str = "pgd-20"
+    n_images: int = 4
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """Tolerances of ``python -m harness check``, in percentage points."""
+
+    tolerance: float = 1.0
+    attack_tolerance: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """``batch_size``: images per attack batch and per engine call in every experiment (examples are reused
+    only when it matches, as it changes the batches' seeds). ``threads``: PyTorch's intra-op threads (None:
+    every core, or OMP_NUM_THREADS); float sums, hence trained weights, differ with the thread count, so a
+    suite checked against a baseline pins it."""
+
+    name: str
+    source: str  # the file it was read from, or "built-in default"
+    batch_size: int
+    threads: int | None
+    data: DataSpec
+    models: ModelsSpec
+    deployment: DeploymentSpec
+    whitebox: WhiteboxSpec | None = None
+    sweep: SweepSpec | None = None
+    square: SquareSpec | None = None
+    transfer: TransferSpec | None = None
+    examples: ExamplesSpec | None = None
+    check: CheckSpec = field(default_factory=CheckSpec)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: recorded in results.json so that a report knows what was run."""
+        return asdict(self)
+
+
+def default_suite_path() -> Path:
+    """The built-in default suite shipped with the package (harness/suites/default.toml)."""
+    return Path(str(resources.files("harness") / "suites" / "default.toml"))
+
+
+def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:
+    """Read and validate the suite file at ``path`` (None: the built-in default)."""
+    path = Path(path) if path is not None else default_suite_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise HarnessError(f"suite file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"suite file {path} cannot be read ({e})") from None
+    return parse_suite(text, path.name if path != default_suite_path() else "default.toml",
+                       str(path) if path != default_suite_path() else "built-in default")
+
+
+def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfig:
+    """The validated suite of TOML ``text``; ``where`` (a file name) prefixes every error message."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HarnessError(f"{where}: not valid TOML ({e})") from None
+    top = _Table(where, "", doc)
+    name = top.string("name", "suite")
+    batch_size = top.integer("batch_size", 16)
+    threads = top.integer("threads", None)
+    tables = {s: _Table(where, s, top.table(s)) for s in SECTIONS}
+    top.finish(allowed=SECTIONS)
+    data = _data(tables["data"])
+    models = _models(tables["models"], where)
+    names = models.names
+    deployment = _deployment(tables["deployment"])
+    whitebox = _whitebox(tables["whitebox"], names) if "whitebox" in doc else None
+    sweep = _sweep(tables["sweep"], names) if "sweep" in doc else None
+    square = _square(tables["square"], names) if "square" in doc else None
+    transfer = _transfer(tables["transfer"], names) if "transfer" in doc else None
+    examples = _examples(tables["examples"], names, whitebox) if "examples" in doc else None
+    check = _check(tables["check"])
+    for table in tables.values():
+        table.finish()
+    return SuiteConfig(name, source or where, batch_size, threads, data, models, deployment, whitebox, sweep, square,
+                       transfer, examples, check)
+
+
+def _data(t: _Table) -> DataSpec:
+    source = t.choice("source", "synthetic", DATA_SOURCES)
+    root = t.string("root", None)
+    if source != "synthetic" and root is None:
+        raise t.error("root", f"data source {source} needs root = \"DIR\" (nothing is downloaded)")
+    size = t.integer("image_size", None, minimum=32)
+    return DataSpec(source, root, size, t.integer("seed", 0, minimum=0))
+
+
+def _models(t: _Table, where: str) -> ModelsSpec:
+    if not t.values:
+        raise HarnessError(f"{where}: [models] is required: names = [...] of {', '.join(MODELS)}")
+    names = t.choices("names", None, MODELS)
+    epochs = t.per_model("epochs", names, positive_int=True)
+    lr = t.per_model("lr", names, positive_int=False)
+    return ModelsSpec(names, t.choice("size", "reduced", SIZES), epochs, lr, t.integer("seed", 0, minimum=0),
+                      t.integer("batch_size", 16), t.integer("n_train", None))
+
+
+def _deployment(t: _Table) -> DeploymentSpec:
+    engines = t.choices("engines", ("torch", "ort"), ENGINES)
+    precisions = t.choices("precisions", ("fp32",), tuple(PRECISIONS["ort"]))
+    device = t.choice("device", None, DEVICES)
+    spec = DeploymentSpec(engines, precisions, device, t.integer("calibration_images", 64))
+    if not spec.pairs():
+        raise t.error("precisions", f"no engine of {list(engines)} runs any of {list(precisions)}")
+    return spec
+
+
+def _whitebox(t: _Table, names: tuple[str, ...]) -> WhiteboxSpec:
+    columns = t.strings("columns", ("fgsm", "mifgsm-20", "pgd-20", "pgd-100"))
+    for column in columns:
+        t.check_attack_label("columns", column)
+    skip = {}
+    for model, left_out in t.table("skip").items():
+        if model not in names:
+            raise t.error(f"skip.{model}", f"not one of the suite's models ({', '.join(names)})")
+        if not isinstance(left_out, list) or any(c not in columns for c in left_out):
+            raise t.error(f"skip.{model}", f"expected a list of columns of {list(columns)}, got {left_out!r}")
+        skip[model] = tuple(left_out)
+    return WhiteboxSpec(columns, t.integer("n_images", 16), t.eps(), t.integer("seed", 0, minimum=0), skip)
+
+
+def _sweep(t: _Table, names: tuple[str, ...]) -> SweepSpec:
+    models = t.choices("models", names[:1], names)
+    steps = t.integers("steps", (20, 40, 60, 80, 100))
+    return SweepSpec(models, tuple(sorted(steps)), t.integer("n_images", 16), t.eps(), t.integer("seed", 0, minimum=0))
+
+
+def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
+    models = t.choices("models", names[:1], names)
+    engine = t.choice("engine", "ort", ENGINES)
+    precision = t.choice("precision", "fp32", PRECISIONS[engine])
+    p_init = t.number("p_init", 0.05)
+    if not 0 < p_init <= 1:
+        raise t.error("p_init", f"expected a fraction in (0, 1], got {p_init}")
+    return SquareSpec(models, engine, precision, t.choices("inits", INITS, INITS), t.integer("queries", 1000),
+                      p_init, t.choice("loss", "ce", ORACLES), t.eps(), t.integer("n_images", 8),
+                      t.integer("seed", 0, minimum=0))
+
+
+def _transfer(t: _Table, names: tuple[str, ...]) -> TransferSpec:
+    sources = t.choices("sources", names, names)
+    targets = t.choices("targets", names, names)
+    attacks = t.strings("attacks", ("mifgsm-20", "pgd-20"))
+    for attack in attacks:
+        t.check_attack_label("attacks", attack)
+    return TransferSpec(sources, targets, attacks, t.integer("n_images", 16), t.eps(),
+                        t.integer("seed", 0, minimum=0))
+
+
+def _examples(t: _Table, names: tuple[str, ...], whitebox: WhiteboxSpec | None) -> ExamplesSpec:
+    model = t.choice("model", names[0], names)
+    attack = t.string("attack", "pgd-20")
+    if whitebox is None or attack not in whitebox.columns or attack in whitebox.skip.get(model, ()):
+        raise t.error("attack", f"{attack!r} must be a [whitebox] column run on {model} (the examples are its images)")
+    n = t.integer("n_images", 4)
+    if n > whitebox.n_images:
+        raise t.error("n_images", f"{n} is more than the {whitebox.n_images} images of [whitebox]")
+    return ExamplesSpec(model, attack, n)
+
+
+def _check(t: _Table) -> CheckSpec:
+    tolerance = t.number("tolerance", 1.0, minimum=0.0)
+    per_attack = {}
+    for attack, value in t.table("attack_tolerance").items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+            raise t.error(f"attack_tolerance.{attack}", f"expected a number of points >= 0, got {value!r}")
+        per_attack[attack] = float(value)
+    return CheckSpec(tolerance, per_attack)
+
+
+class _Table:
+    """Typed reads of one TOML table; every read key is remembered so that ``finish`` rejects the rest."""
+
+    def __init__(self, where: str, name: str, values: dict[str, Any]) -> None:
+        self.where, self.name, self.values = where, name, values
+        self.read: set[str] = set()
+
+    def error(self, key: str, message: str) -> HarnessError:
+        place = f"[{self.name}] {key}" if self.name else key
+        return HarnessError(f"{self.where}: {place}: {message}")
+
+    def _get(self, key: str) -> Any:
+        self.read.add(key)
+        return self.values.get(key)
+
+    def finish(self, allowed: tuple[str, ...] = ()) -> None:
+        unknown = [k for k in self.values if k not in self.read and k not in allowed]
+        if unknown:
+            known = sorted(self.read | set(allowed))
+            raise self.error(unknown[0], f"unknown key (known here: {', '.join(known)})")
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {value!r}")
+        return value
+
+    def string(self, key: str, default: str | None) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, key: str, default: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
+        value = self.string(key, default)
+        if value is not None and value not in choices:
+            raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def integer(self, key: str, default: int | None, minimum: int = 1) -> int | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(key, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float | None = None) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
+                or abs(value) == float("inf") or (minimum is not None and value < minimum):
+            bound = "" if minimum is None else f" >= {minimum:g}"
+            raise self.error(key, f"expected a finite number{bound}, got {value!r}")
+        return float(value)
+
+    def eps(self) -> float:
+        eps = self.number("eps", 8.0)
+        if not 0 < eps <= 255:
+            raise self.error("eps", f"{eps:g} is outside (0, 255]; it is on the 0-255 pixel scale (8 means 8/255)")
+        return eps
+
+    def strings(self, key: str, default: tuple[str, ...] | None) -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None:
+            if default is None:
+                raise self.error(key, "is required")
+            return default
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, f"expected a non-empty list of strings, got {value!r}")
+        if len(set(value)) != len(value):
+            raise self.error(key, f"names an entry twice: {value!r}")
+        return tuple(value)
+
+    def choices(self, key: str, default: tuple[str, ...] | None, choices: tuple[str, ...] | list[str]
+                ) -> tuple[str, ...]:
+        values = self.strings(key, default)
+        for value in values:
+            if value not in choices:
+                raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
+        return values
+
+    def integers(self, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                                           for v in value):
+            raise self.error(key, f"expected a non-empty list of integers >= 1, got {value!r}")
+        if len(set(value)) != len(value):
+            raise self.error(key, f"names a value twice: {value!r}")
+        return tuple(value)
+
+    def per_model(self, key: str, names: tuple[str, ...], positive_int: bool) -> dict[str, Any]:
+        """One value for every model, or a table model -> value; {} when absent."""
+        value = self._get(key)
+        if value is None:
+            return {}
+        table = value if isinstance(value, dict) else {name: value for name in names}
+        for model, v in table.items():
+            if model not in names:
+                raise self.error(f"{key}.{model}", f"not one of the suite's models ({', '.join(names)})")
+            ok = (isinstance(v, int) and v >= 1) if positive_int else (isinstance(v, int | float) and 0 < v < 1)
+            if isinstance(v, bool) or not ok:
+                expected = "an integer >= 1" if positive_int else "a learning rate in (0, 1)"
+                raise self.error(key if not isinstance(value, dict) else f"{key}.{model}",
+                                 f"expected {expected}, got {v!r}")
+        return {m: (int(v) if positive_int else float(v)) for m, v in table.items()}
+
+    def check_attack_label(self, key: str, label: str) -> None:
+        """``fgsm``, ``mifgsm-N`` or ``pgd-N`` (N >= 1)."""
+        name, dash, steps = label.partition("-")
+        ok = (name == "fgsm" and not dash) or (name in ("mifgsm", "pgd") and steps.isdigit() and int(steps) >= 1)
+        if not ok:
+            raise self.error(key, f"{label!r} is not an attack column ({WHITEBOX_COLUMNS_HELP})")

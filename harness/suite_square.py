@@ -1,0 +1,126 @@
+"""The suite's black-box experiment: Square Attack through a deployed engine, once per stripe initialisation
+(the paper's Figure 4).
+
+Each run's state is saved in the cache (``harness.attacks.square_state``) under a key of everything that
+determines it (weights, engine, images, attack parameters): a finished run is reused as it is, an
+interrupted one continues where it stopped, and anything else starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine
+from engines.factory import create_engine
+from harness.attacks.square import SquareAttack, SquareConfig, SquareState
+from harness.attacks.square_state import load_state, save_state
+from harness.data.base import SegmentationData
+from harness.errors import HarnessError
+from harness.fileio import cache_dir
+from harness.metrics import ConfusionMatrix
+from harness.suite_config import SquareSpec
+from harness.transfer import LoadedModel, engine_scores
+from reports.results import make_record
+
+SAVE_EVERY_ITERATIONS = 50  # an interrupted suite loses at most this many iterations of a run
+
+# on_progress(description, queries spent so far in this run, the run's total budget)
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class SquareOutcome:
+    """Records (per model: the clean record and one per init) and one curve document per model, the data of
+    Figure 4: ``{"model", "size", "engine", "n_images", "clean_pixel_accuracy", "curves": [{"params", "points"}]}``
+    (points: ``{"queries", "pixel_accuracy", "mean_loss"}``, the ``blackbox --curve`` format)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)
+
+
+def configs(spec: SquareSpec) -> list[SquareConfig]:
+    return [SquareConfig(eps=spec.eps, queries=spec.queries, p_init=spec.p_init, init=init, loss=spec.loss,
+                         seed=spec.seed) for init in spec.inits]
+
+
+def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: SegmentationData,
+               device: str | None = None, calibration: SegmentationData | None = None, batch_size: int = 16,
+               on_progress: ProgressCallback | None = None) -> SquareOutcome:
+    """Square Attack on every model of ``spec`` through ``spec.engine``/``spec.precision`` on ``device``, with
+    the clean scores of the same images through the same engine (``batch_size`` images per call)."""
+    images = data.tensors(slice(None))[0].numpy()
+    labels = data.labels.astype(np.int64)
+    outcome = SquareOutcome()
+    for name in spec.models:
+        model, source = models[name]
+        with create_engine(spec.engine, model, source, data, precision=spec.precision, device=device,
+                           calibration=calibration if spec.precision == "int8" else None) as engine:
+            info = engine.info.as_dict()
+            clean, clean_seconds = engine_scores(engine, images, labels, data.num_classes, batch_size)
+            common = {"model": name, "engine": spec.engine, "precision": spec.precision, "n_images": len(data),
+                      "size": source["size"], "data": data.describe(), "weights_sha256": source["sha256"],
+                      "engine_info": info, "experiments": ["square"]}
+            outcome.records.append(make_record(**common, attack="none", params={}, scores=clean, queries=len(data),
+                                               seconds=clean_seconds))
+            curves = []
+            for config in configs(spec):
+                context = {"model": name, "size": source["size"], "weights_sha256": source["sha256"], "engine": info,
+                           "data": data.describe(), "n_images": len(data), "config": config.as_dict()}
+                label = f"{name} {spec.engine} {spec.precision} {config.init}"
+                state, reused = _run(engine, config, context, images, labels, label, on_progress)
+                confusion = ConfusionMatrix(data.num_classes)
+                confusion.update(state.best_pred, labels)
+                params = {k: v for k, v in config.as_dict().items() if k != "curve_every"}
+                outcome.records.append(make_record(
+                    **common, attack="square", params=params, scores=confusion.scores(),
+                    queries=int(state.queries.sum()), seconds=state.seconds,
+                    engine_seconds=round(state.engine_seconds, 4), queries_per_image_max=int(state.queries.max()),
+                    reused=reused))
+                curves.append({"params": config.as_dict(), "points": [vars(p) for p in state.curve]})
+        outcome.curves.append({"model": name, "size": source["size"], "engine": info, "data": data.describe(),
+                               "n_images": len(data), "clean_pixel_accuracy": clean.pixel_accuracy, "curves": curves})
+    return outcome
+
+
+def state_path(context: Mapping[str, Any]) -> Path:
+    """Where the state of the run that ``context`` describes is kept."""
+    key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
+    engine = context["engine"]
+    return cache_dir() / "square" / f"suite-{context['model']}-{engine['name']}-{engine['precision']}-{key}.npz"
+
+
+def _run(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+         label: str, on_progress: ProgressCallback | None) -> tuple[SquareState, bool]:
+    """The finished run: the saved one when finished, else continued from its saved state or started afresh.
+    Returns (state, whether the saved run was reused as it was)."""
+    path = state_path(context)
+    state: SquareState | None = None
+    if path.is_file():
+        try:
+            state = load_state(path, context)
+        except HarnessError:
+            state = None  # unreadable or from another run: start afresh and replace it
+    total = len(images) * config.queries
+    if state is not None and state.finished:
+        if on_progress is not None:
+            on_progress(f"{label} (stored)", total, total)
+        return state, True
+
+    def after_iteration(current: SquareState) -> None:
+        if on_progress is not None:
+            on_progress(label, int(current.queries.sum()), total)
+        if current.iteration % SAVE_EVERY_ITERATIONS == 0:
+            save_state(path, current, context)
+
+    state = SquareAttack(config).run(engine, images, labels, state, after_iteration)
+    save_state(path, state, context)
+    if on_progress is not None:
+        on_progress(label, total, total)
+    return state, False

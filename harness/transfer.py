@@ -1,0 +1,309 @@
+"""Transfer evaluation: adversarial examples crafted white-box on source models, run on target engines.
+
+The paper's Table 2 (examples from each source model, evaluated on every target model) and a
+deployment-gap view (each model's own examples through every engine and precision). The
+``transfer`` command is a thin wrapper around :func:`run_transfer`; a suite calls it directly::
+
+    attacks = parse_attacks("mifgsm,pgd20", eps=8)
+    choices = engine_choices(["torch", "ort"], ["fp32", "int8"])
+    models = load_models(["fcn8s-vgg16", "fcn-resnet50"], data)
+    result = run_transfer(models, sources, targets, choices, attacks, data,
+                          TransferSettings(calibration=train_data[:N]))
+    result.records  # DESIGN.md records: clean (attack "none") and adversarial (source_model/source_engine)
+
+Contracts:
+- Crafting is white-box in PyTorch (fp32, ``settings.device``) with ``evaluate_attack``; the examples
+  are stored losslessly (``harness.attacks.store``) under ``<cache>/adversarial/`` and reused only when
+  their provenance matches exactly: source model, size, checkpoint sha256, attack, parameters, seed,
+  batch size, crafting device, data set, image ids and labels. Anything else is crafted anew.
+- Targets are black boxes: only ``Engine.infer`` is called on them, ``settings.batch_size`` images at a time
+  (the batches of the white-box evaluation, so the torch fp32 diagonal reproduces it bit for bit).
+- Every (target, engine, precision) gets a clean record of the same images beside its adversarial ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.availability import ENGINES, PRECISIONS
+from engines.base import Engine
+from engines.factory import create_engine, resolve_device
+from harness.attacks import Attack, make_attack
+from harness.attacks.evaluation import evaluate_attack
+from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
+from harness.commands.common import load_model
+from harness.data.base import SegmentationData
+from harness.errors import HarnessError
+from harness.fileio import cache_dir
+from harness.metrics import ConfusionMatrix, Scores
+from harness.models import MODELS
+from harness.models.normalize import SegmentationModel
+from reports.results import make_record
+
+DEFAULT_ATTACKS = "mifgsm,pgd20"
+SOURCE_ENGINE = "torch"  # examples are always crafted on the eager fp32 PyTorch model
+SOURCE_PRECISION = "fp32"
+# Provenance fields that must all match for stored examples to be reused (ids and labels are checked too).
+MATCH_FIELDS = ("source_model", "size", "checkpoint_sha256", "attack", "params", "seed", "batch_size", "device",
+                "data")
+
+LoadedModel = tuple[SegmentationModel, dict[str, Any]]
+# on_work(kind, description, n): kind "gradients" (crafting) or "images" (engine inference).
+WorkCallback = Callable[[str, str, int], None]
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """One deployment variant a target is evaluated on: engine name and artifact precision."""
+
+    engine: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+@dataclass
+class TransferSettings:
+    """How examples are crafted and engines opened.
+
+    ``calibration``: training images for int8 exports (required when an int8 ort/trt choice is made);
+    ``engine_device``: cpu or cuda for every engine (None: each engine's default, cuda for trt).
+    """
+
+    size: str = "reduced"
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "cpu"
+    engine_device: str | None = None
+    calibration: SegmentationData | None = None
+
+
+@dataclass
+class ExampleSet:
+    """The adversarial examples of one (source, attack): where they are stored, whether they were reused."""
+
+    source: str
+    attack: Attack
+    examples: AdversarialSet
+    path: Path
+    reused: bool
+    seconds: float  # crafting time now (0 when reused)
+
+
+@dataclass
+class TransferResult:
+    """``records``: DESIGN.md records, clean and adversarial; ``example_sets`` by (source, attack label)."""
+
+    records: list[dict[str, Any]]
+    example_sets: dict[tuple[str, str], ExampleSet] = field(default_factory=dict)
+    craft_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+def parse_models(text: str, option: str) -> list[str]:
+    """``a,b`` -> registry names in order, without repeats; HarnessError naming ``option`` otherwise."""
+    names = split_list(text, option)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise HarnessError(f"unknown model {unknown[0]!r} in {option}; choose from: {', '.join(MODELS)}")
+    return names
+
+
+def parse_attacks(text: str, eps: float) -> list[Attack]:
+    """``mifgsm,pgd20`` -> attacks. Names: fgsm, mifgsm[-N], pgd[-N] (N steps, default 20; ``pgd20`` works too)."""
+    attacks = []
+    for item in split_list(text, "--attacks"):
+        match = re.fullmatch(r"(fgsm|mifgsm|pgd)-?(\d*)", item)
+        if match is None or (match[1] == "fgsm" and match[2]):
+            raise HarnessError(f"unknown attack {item!r} in --attacks; use fgsm, mifgsm[-N] or pgd[-N] "
+                               "(e.g. mifgsm,pgd20)")
+        attacks.append(make_attack(match[1], eps, int(match[2]) if match[2] else None))
+    labels = [a.label for a in attacks]
+    if len(set(labels)) != len(labels):
+        raise HarnessError(f"--attacks names an attack twice: {text}")
+    return attacks
+
+
+def engine_choices(engines: Sequence[str], precisions: Sequence[str]) -> list[EngineChoice]:
+    """Every (engine, precision) pair the engine can run (torch runs fp32 only); HarnessError on unknown
+    names or when no pair is left."""
+    for name in engines:
+        if name not in ENGINES:
+            raise HarnessError(f"unknown engine {name!r} in --engines; choose from: {', '.join(ENGINES)}")
+    all_precisions = sorted({p for ps in PRECISIONS.values() for p in ps})
+    for precision in precisions:
+        if precision not in all_precisions:
+            raise HarnessError(f"unknown precision {precision!r} in --precisions; choose from: "
+                               f"{', '.join(all_precisions)}")
+    choices = [EngineChoice(e, p) for e in engines for p in precisions if p in PRECISIONS[e]]
+    if not choices:
+        raise HarnessError(f"no chosen engine runs the chosen precisions ({', '.join(precisions)}); "
+                           "torch runs fp32 only")
+    return choices
+
+
+def split_list(text: str, option: str) -> list[str]:
+    """``a, b,a`` -> ``["a", "b"]`` (order kept, repeats dropped); HarnessError naming ``option`` when empty."""
+    items = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not items:
+        raise HarnessError(f"{option} is empty; give a comma-separated list")
+    return items
+
+
+def check_engines(choices: Sequence[EngineChoice], engine_device: str | None = None) -> None:
+    """Raise the factory's one-line HarnessError when a chosen engine cannot run here (e.g. trt without a GPU)."""
+    for choice in choices:
+        resolve_device(choice.engine, choice.precision, engine_device)
+
+
+def load_models(names: Sequence[str], data: SegmentationData, size: str = "reduced") -> dict[str, LoadedModel]:
+    """The cached checkpoint of each model trained on ``data``'s data set, as ``load_model`` loads it."""
+    loaded = {}
+    for name in dict.fromkeys(names):
+        args = argparse.Namespace(model=name, size=size, checkpoint=None, weights=None, data=data.name)
+        loaded[name] = load_model(args, data, name)
+    return loaded
+
+
+def example_provenance(source_name: str, source: Mapping[str, Any], data: SegmentationData, attack: Attack,
+                       settings: TransferSettings) -> dict[str, Any]:
+    """The provenance stored with crafted examples (the fields of ``attack --save-adv``)."""
+    return {"attack": attack.name, "params": attack.params(), "seed": settings.seed,
+            "batch_size": settings.batch_size, "device": str(settings.device), "source_model": source_name,
+            "size": source.get("size", settings.size),
+            "checkpoint": source.get("checkpoint") or source.get("weights"),
+            "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__}
+
+
+def example_path(provenance: Mapping[str, Any], ids: Sequence[str]) -> Path:
+    """Where the examples of this provenance live: one file per distinct matching key."""
+    wanted = {k: provenance[k] for k in MATCH_FIELDS} | {"ids": list(ids)}
+    key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+    label = provenance["attack"] + (f"-{provenance['params']['steps']}" if "steps" in provenance["params"] else "")
+    name = f"{provenance['source_model']}--{provenance['size']}--{label}--eps{provenance['params']['eps']:g}--{key}.npz"
+    return cache_dir() / "adversarial" / name
+
+
+def provenance_matches(stored: AdversarialSet, provenance: Mapping[str, Any], data: SegmentationData) -> bool:
+    """True when ``stored`` was made from exactly these weights, attack settings, images and labels."""
+    # Compare through JSON, as the stored document went through it (tuples become lists, etc.).
+    wanted = json.loads(json.dumps({k: provenance[k] for k in MATCH_FIELDS}))
+    return (all(stored.provenance.get(k) == v for k, v in wanted.items())
+            and stored.ids == list(data.ids)
+            and np.array_equal(stored.labels, data.labels)
+            and stored.images.shape == (len(data), 3, *data.image_size))
+
+
+def adversarial_examples(source_name: str, loaded: LoadedModel, data: SegmentationData, attack: Attack,
+                         settings: TransferSettings, on_work: WorkCallback | None = None) -> ExampleSet:
+    """The examples of ``attack`` on ``source_name`` for every image of ``data``: the stored ones when their
+    provenance matches (see the module docstring), else crafted now (``evaluate_attack``) and stored."""
+    model, source = loaded
+    provenance = example_provenance(source_name, source, data, attack, settings)
+    path = example_path(provenance, data.ids)
+    if path.is_file():
+        try:
+            stored = load_adversarial(path)
+        except HarnessError:
+            stored = None  # a damaged file is crafted again and replaced
+        if stored is not None and provenance_matches(stored, provenance, data):
+            if on_work is not None:
+                on_work("gradients", f"{source_name} {attack.label} (stored)", len(data) * attack.iterations)
+            return ExampleSet(source_name, attack, stored, path, reused=True, seconds=0.0)
+
+    def advance(n: int) -> None:
+        if on_work is not None:
+            on_work("gradients", f"{source_name} {attack.label}", n * attack.iterations)
+
+    model.to(settings.device)
+    evaluation = evaluate_attack(model, data, attack, settings.batch_size, settings.seed, settings.device,
+                                 keep_adversarial=True, on_batch=advance)
+    assert evaluation.adversarial is not None
+    save_adversarial(path, evaluation.adversarial, data.labels, list(data.ids), provenance)
+    # Read back: fresh and reused examples are then the same thing, with the stored hash in the provenance.
+    examples = load_adversarial(path)
+    return ExampleSet(source_name, attack, examples, path, reused=False, seconds=evaluation.attack_seconds)
+
+
+def engine_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                  batch_size: int) -> tuple[Scores, float]:
+    """Scores of ``engine`` (entered) on ``images`` float32 (N, 3, H, W), ``batch_size`` images per call,
+    and the seconds spent inside the engine."""
+    confusion = ConfusionMatrix(num_classes)
+    before = engine.seconds
+    for start in range(0, len(images), batch_size):
+        logits = engine.infer(np.ascontiguousarray(images[start:start + batch_size]))
+        confusion.update(logits.argmax(1), labels[start:start + batch_size])
+    return confusion.scores(), engine.seconds - before
+
+
+def run_transfer(models: Mapping[str, LoadedModel], sources: Sequence[str], targets: Sequence[str],
+                 choices: Sequence[EngineChoice], attacks: Sequence[Attack], data: SegmentationData,
+                 settings: TransferSettings, on_work: WorkCallback | None = None) -> TransferResult:
+    """Craft (or reuse) the examples of every (source, attack), then evaluate every target on every engine
+    choice: the clean images, then every example set. ``models`` must hold every source and target.
+
+    Records (DESIGN.md): per (target, choice) one clean record (``attack: "none"``) and one adversarial
+    record per (source, attack) with ``source_model``, ``source_engine`` ("torch"), ``source_precision``
+    ("fp32") and ``white_box`` (source == target). Raises HarnessError before any work when an engine cannot
+    run here.
+    """
+    missing = [name for name in (*sources, *targets) if name not in models]
+    if missing:
+        raise HarnessError(f"model {missing[0]} was not loaded")
+    check_engines(choices, settings.engine_device)
+    if settings.calibration is None and any(c.precision == "int8" and c.engine != "torch" for c in choices):
+        raise HarnessError("int8 needs calibration images (TransferSettings.calibration)")
+    result = TransferResult([])
+    start = time.perf_counter()
+    for name in sources:
+        for attack in attacks:
+            example_set = adversarial_examples(name, models[name], data, attack, settings, on_work)
+            result.example_sets[name, attack.label] = example_set
+    result.craft_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    clean_images = data.tensors(slice(None))[0].numpy()
+    labels = data.labels
+    for target in targets:
+        model, source = models[target]
+        for choice in choices:
+            calibration = settings.calibration if choice.precision == "int8" else None
+            with create_engine(choice.engine, model, source, data, precision=choice.precision,
+                               device=settings.engine_device, calibration=calibration,
+                               max_batch=settings.batch_size) as engine:
+                info = engine.info.as_dict()
+                common = {"model": target, "engine": choice.engine, "precision": choice.precision,
+                          "n_images": len(data), "size": source.get("size", settings.size),
+                          "data": data.describe(), "weights_sha256": source["sha256"], "engine_info": info}
+                scores, seconds = engine_scores(engine, clean_images, labels, data.num_classes, settings.batch_size)
+                result.records.append(make_record(**common, attack="none", params={}, scores=scores,
+                                                  queries=len(data), seconds=seconds))
+                if on_work is not None:
+                    on_work("images", f"{target} on {choice.label}", len(data))
+                for (source_name, _), example_set in result.example_sets.items():
+                    scores, seconds = engine_scores(engine, example_set.examples.images, labels, data.num_classes,
+                                                    settings.batch_size)
+                    attack = example_set.attack
+                    result.records.append(make_record(
+                        **common, attack=attack.name, params={**attack.params(), "seed": settings.seed},
+                        scores=scores, queries=len(data), seconds=seconds, source_model=source_name,
+                        source_engine=SOURCE_ENGINE, source_precision=SOURCE_PRECISION,
+                        white_box=source_name == target,
+                        examples_sha256=example_set.examples.provenance.get("images_sha256")))
+                    if on_work is not None:
+                        on_work("images", f"{target} on {choice.label}", len(data))
+    result.eval_seconds = time.perf_counter() - start
+    return result

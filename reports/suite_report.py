@@ -1,0 +1,231 @@
+"""A suite run's report, rendered from its run directory alone: ``DIR/report/report.md`` and its PNG figures.
+
+Reads what harness/suite.py recorded (``results.json``, ``suite.json``, ``data/*``) and runs nothing: no model,
+no checkpoint, no engine. :func:`load_run` raises HarnessError (one line) when the directory is not a readable
+suite run; :func:`render_report` overwrites the report directory's files atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from harness.errors import HarnessError
+from harness.fileio import write_bytes_atomic
+from harness.suite_config import CheckSpec
+from reports import suite_tables
+from reports.example_grid import plot_example_grid
+from reports.figures import plot_pgd_sweep, plot_square_curves
+from reports.markdown import markdown_table
+from reports.results import read_results
+
+EXAMPLE_ARRAYS = ("clean", "adversarial", "labels", "clean_pred", "adversarial_pred")
+
+
+@dataclass
+class RecordedRun:
+    """Everything a suite run recorded; the data of an experiment that was not run is None."""
+
+    directory: Path
+    records: list[dict[str, Any]]
+    suite: dict[str, Any]
+    sweep: dict[str, Any] | None
+    curves: list[dict[str, Any]] | None
+    examples: dict[str, np.ndarray] | None
+    examples_meta: dict[str, Any] | None
+
+
+def load_run(directory: str | os.PathLike) -> RecordedRun:
+    """The recorded run in ``directory``; HarnessError when it is not a readable suite run directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HarnessError(f"run directory {directory} does not exist")
+    if not (directory / "suite.json").is_file():
+        raise HarnessError(f"{directory} is not a suite run directory (no suite.json); run python -m harness suite "
+                           f"--out {directory}")
+    records = read_results(directory / "results.json")
+    suite = _json(directory / "suite.json")
+    sweep = _json(directory / "data" / "pgd_sweep.json", optional=True)
+    curves_doc = _json(directory / "data" / "square_curves.json", optional=True)
+    examples, meta = _examples(directory / "data")
+    return RecordedRun(directory, records, suite, sweep, None if curves_doc is None else curves_doc["curves"],
+                       examples, meta)
+
+
+def read_suite_check(path: str | os.PathLike) -> CheckSpec:
+    """The ``[check]`` tolerances of the suite recorded in ``path`` (a run's suite.json); the defaults when there
+    is no such file (results not written by a suite); HarnessError when it is there but unreadable or invalid."""
+    if not Path(path).is_file():
+        return CheckSpec()
+    doc = _json(Path(path))
+    check = doc.get("suite", {}).get("check", {}) if isinstance(doc, dict) else None
+    if not isinstance(check, dict):
+        raise HarnessError(f"{path} is not the suite.json of a suite run")
+    tolerance, per_attack = check.get("tolerance", CheckSpec.tolerance), check.get("attack_tolerance", {})
+    values = [tolerance, *per_attack.values()] if isinstance(per_attack, dict) else [None]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < float("inf") for v in values):
+        raise HarnessError(f"{path}: the suite's [check] tolerances are not numbers of points >= 0: {check}")
+    return CheckSpec(float(tolerance), {str(k): float(v) for k, v in per_attack.items()})
+
+
+def summary_tables(run: RecordedRun) -> list[Table]:
+    """What the terminal shows at the end of a run: Table 1, Figure 3's numbers, Table 2 on torch fp32, the
+    deployment gap and the Square Attack results."""
+    return [*suite_tables.table1(run.records)[:1], *suite_tables.sweep(run.records),
+            *suite_tables.transfer(run.records)[:1], *suite_tables.deployment_gap(run.records),
+            *suite_tables.square(run.records)]
+
+
+def print_tables(console: Console, tables: list[Table]) -> None:
+    """Each table under its title on a line of its own (a long title would otherwise wrap to the table's width)."""
+    for table in tables:
+        if table.title:
+            console.print(Text(str(table.title), style="bold"))
+        title, table.title = table.title, None
+        console.print(table)
+        table.title = title
+
+
+def render_report(run: RecordedRun) -> Path:
+    """Write ``report/report.md`` and its figures into the run directory; returns the report's path."""
+    out = run.directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    suite, config = run.suite, run.suite.get("suite", {})
+    lines = [f"# Robustness report: {config.get('name', 'suite')}", "",
+             *_run_summary(run), ""]
+    lines += _section("Models", suite_tables.models(suite))
+    lines += _section("Table 1: white-box attacks", suite_tables.table1(run.records),
+                      "Pixel accuracy and mIoU in % of each model in PyTorch fp32, clean and under each attack "
+                      "(\"-\": not run, as the paper leaves out PGD-200 for the ResNets).")
+    if run.examples is not None and run.examples_meta is not None:
+        lines += _examples_section(run, out)
+    if run.sweep is not None:
+        lines += _sweep_section(run, out)
+    lines += _section("Table 2: transfer", suite_tables.transfer(run.records),
+                      "Adversarial examples crafted white-box on each source model (rows) in PyTorch fp32, evaluated "
+                      "on each target model (columns) as a black box; * marks the white-box cells. One table per "
+                      "target engine and precision.")
+    lines += _section("Deployment gap", suite_tables.deployment_gap(run.records),
+                      "Does the deployed engine keep the model's accuracy, clean and under attack? Each model's "
+                      "own examples, scored through every engine and precision.")
+    if run.curves:
+        lines += _square_section(run, out)
+    lines += _check_section(run)
+    linked = {line.split("](")[1].rstrip(")") for line in lines if line.startswith("![")}
+    for stale in out.glob("figure*.png"):  # figures of an earlier run into the same directory
+        if stale.name not in linked:
+            stale.unlink()
+    path = out / "report.md"
+    write_bytes_atomic(path, ("\n".join(lines).rstrip() + "\n").encode())
+    return path
+
+
+def _json(path: Path, optional: bool = False) -> Any:
+    if optional and not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HarnessError(f"{path} cannot be read ({e}); re-run the suite to regenerate it") from None
+
+
+def _examples(data_dir: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
+    meta = _json(data_dir / "examples.json", optional=True)
+    if meta is None:
+        return None, None
+    try:
+        with np.load(data_dir / "examples.npz", allow_pickle=False) as z:
+            arrays = {name: z[name] for name in EXAMPLE_ARRAYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise HarnessError(f"{data_dir / 'examples.npz'} cannot be read ({e}); re-run the suite") from None
+    return arrays, meta
+
+
+def _section(heading: str, tables: list[Table], text: str = "") -> list[str]:
+    if not tables:
+        return []
+    lines = [f"## {heading}", ""]
+    if text:
+        lines += [text, ""]
+    for table in tables:
+        lines += [markdown_table(table, title=True), ""]
+    return lines
+
+
+def _run_summary(run: RecordedRun) -> list[str]:
+    suite, config = run.suite, run.suite.get("suite", {})
+    data = config.get("data", {})
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in suite.get("phases", {}).items())
+    trained = suite.get("trained") or []
+    return [f"- suite: {config.get('source', '-')}; harness {suite.get('harness_version', '-')}; "
+            f"run {suite.get('created', '-')}",
+            f"- data: {data.get('source', '-')} ({data.get('image_size') or 'default'} px, "
+            f"seed {data.get('seed', 0)}); {len(run.records)} records in results.json",
+            f"- time: {suite.get('seconds', 0):.0f} s ({phases}); models trained in this run: "
+            f"{', '.join(trained) if trained else 'none (all cached)'}"]
+
+
+def _examples_section(run: RecordedRun, out: Path) -> list[str]:
+    arrays, meta = run.examples, run.examples_meta
+    assert arrays is not None and meta is not None
+    eps = float(meta["eps"])
+    what = f"{meta['label']} (eps {eps:g}/255) on {meta['model']}"
+    plot_example_grid(arrays["clean"][:1], arrays["adversarial"][:1], arrays["clean_pred"][:1],
+                      arrays["adversarial_pred"][:1], meta["class_names"], eps, out / "figure1_example.png",
+                      f"Figure 1: an adversarial example, {what}")
+    plot_example_grid(arrays["clean"], arrays["adversarial"], arrays["clean_pred"], arrays["adversarial_pred"],
+                      meta["class_names"], eps, out / "figure2_examples.png",
+                      f"Figure 2: {len(arrays['clean'])} examples, {what}")
+    return ["## Figures 1-2: adversarial examples", "",
+            f"Columns: the clean image, the perturbation amplified x{255 / (2 * eps):.0f} (grey = 0), the adversarial "
+            f"image, the model's segmentation of each. Attack {what}, PyTorch fp32.", "",
+            "![Figure 1](figure1_example.png)", "", "![Figure 2](figure2_examples.png)", ""]
+
+
+def _sweep_section(run: RecordedRun, out: Path) -> list[str]:
+    sweep = run.sweep
+    assert sweep is not None
+    title = f"PGD on {sweep['n_images']} images, eps {sweep['eps']:g}/255, step size eps/iterations"
+    plot_pgd_sweep(sweep["records"], out / "figure3_pgd_sweep.png", title)
+    return ["## Figure 3: PGD iterations", "", "![Figure 3](figure3_pgd_sweep.png)", "",
+            *(markdown_table(t, title=True) for t in suite_tables.sweep(run.records)), ""]
+
+
+def _square_section(run: RecordedRun, out: Path) -> list[str]:
+    lines = ["## Figure 4: Square Attack", "",
+             "Black-box, logits only, through the deployed engine; pixel accuracy and the mean oracle loss "
+             "(pixel-wise cross entropy) against queries per image, from vertical and horizontal stripes.", ""]
+    for doc in run.curves or []:
+        engine = doc["engine"]
+        name = f"figure4_square_{doc['model']}_{engine['name']}_{engine['precision']}.png"
+        eps = doc["curves"][0]["params"]["eps"] if doc["curves"] else 0
+        title = (f"Square Attack on {doc['model']} ({engine['name']} {engine['precision']}), eps {eps:g}/255, "
+                 f"{doc['n_images']} images")
+        plot_square_curves({f"{c['params']['init']} init": c["points"] for c in doc["curves"]}, out / name, title,
+                           doc["clean_pixel_accuracy"])
+        lines += [f"![Figure 4: {doc['model']}]({name})", ""]
+    for table in suite_tables.square(run.records):
+        lines += [markdown_table(table, title=True), ""]
+    return lines
+
+
+def _check_section(run: RecordedRun) -> list[str]:
+    check = run.suite.get("suite", {}).get("check", {})
+    options = f"--tolerance {check.get('tolerance', 1.0):g}" + "".join(
+        f" --attack-tolerance {attack}={points:g}" for attack, points in check.get("attack_tolerance", {}).items())
+    return ["## Regression gate", "",
+            "Compare this run with a committed baseline (exit 0 within tolerance, 1 on a regression, 2 on missing "
+            "or mismatching records), with the suite's tolerances:", "",
+            "```bash", f"python -m harness check --baseline baseline.json --results {run.directory}/results.json "
+            f"{options}", "```", ""]

@@ -1,0 +1,113 @@
+"""The tables of a suite run, built from its recorded results only (the terminal and report.md show the same).
+
+Records are selected by their ``experiments`` field (see harness/suite.py): ``table1``, ``sweep``,
+``transfer``, ``square``. Every function returns rich Tables; an experiment that was not run gives none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from reports.tables import deployment_gap_table, robustness_table, transfer_table
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}"
+
+
+def of_experiment(records: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
+    return [r for r in records if experiment in r.get("experiments", ())]
+
+
+def _eps(records: list[dict[str, Any]]) -> str:
+    values = sorted({r["params"]["eps"] for r in records if "eps" in r["params"]})
+    return ", ".join(f"{v:g}" for v in values) or "-"
+
+
+def _images(records: list[dict[str, Any]]) -> str:
+    return ", ".join(str(n) for n in sorted({r["n_images"] for r in records}))
+
+
+def table1(records: list[dict[str, Any]]) -> list[Table]:
+    """The paper's Table 1: pixel accuracy and mIoU (%) of each model, clean and under each white-box column."""
+    selected = of_experiment(records, "table1")
+    if not selected:
+        return []
+    what = f"eps {_eps(selected)}/255, PyTorch fp32, {_images(selected)} images"
+    return [robustness_table(f"Table 1: white-box attacks, pixel accuracy (%), {what}", selected, "pixel_accuracy"),
+            robustness_table(f"Table 1: white-box attacks, mIoU (%), {what}", selected, "mean_iou")]
+
+
+def sweep(records: list[dict[str, Any]]) -> list[Table]:
+    """The numbers of the paper's Figure 3: pixel accuracy (%) after each number of PGD iterations."""
+    selected = of_experiment(records, "sweep")
+    if not selected:
+        return []
+    return [robustness_table(f"Figure 3: PGD with step eps/iterations, pixel accuracy (%), eps {_eps(selected)}/255, "
+                             f"{_images(selected)} images", selected, "pixel_accuracy")]
+
+
+def transfer(records: list[dict[str, Any]], metric: str = "pixel_accuracy") -> list[Table]:
+    """The paper's Table 2 once per target engine/precision (torch fp32 first): rows (source, attack), columns
+    target models; white-box cells end in *."""
+    selected = of_experiment(records, "transfer")
+    name = "pixel accuracy" if metric == "pixel_accuracy" else "mIoU"
+    tables = []
+    for engine, precision in dict.fromkeys((r["engine"], r["precision"]) for r in selected):
+        tables.append(transfer_table(
+            f"Table 2: transfer, {name} (%) of the targets on {engine} {precision}, examples crafted on the sources "
+            f"in PyTorch fp32, eps {_eps(selected)}/255, {_images(selected)} images (* white-box)",
+            selected, metric, engine, precision))
+    return tables
+
+
+def deployment_gap(records: list[dict[str, Any]]) -> list[Table]:
+    """Each model clean and under its own white-box examples on every engine/precision; cells more than one point
+    from torch fp32 are highlighted with the difference."""
+    selected = of_experiment(records, "transfer")
+    if not selected:
+        return []
+    return [deployment_gap_table(f"Deployment gap: pixel accuracy (%) per engine and precision, {_images(selected)} "
+                                 "images (examples crafted on the model itself in PyTorch fp32; differences of more "
+                                 "than 1 point from torch fp32 in brackets)", selected)]
+
+
+def square(records: list[dict[str, Any]]) -> list[Table]:
+    """Square Attack per model and initialisation: clean and adversarial scores, queries and time."""
+    selected = of_experiment(records, "square")
+    if not selected:
+        return []
+    clean = {(r["model"], r["engine"], r["precision"], r["n_images"]): r for r in selected if r["attack"] == "none"}
+    table = Table(title=f"Figure 4: Square Attack (L-inf, black-box, logits only), eps {_eps(selected)}/255, "
+                        f"{_images(selected)} images")
+    for column in ("model", "engine", "init", "queries / image", "clean acc", "adv acc", "clean mIoU", "adv mIoU",
+                   "queries/s", "in engine"):
+        table.add_column(column, justify="left" if column in ("model", "engine", "init") else "right")
+    for r in selected:
+        if r["attack"] != "square":
+            continue
+        base = clean.get((r["model"], r["engine"], r["precision"], r["n_images"]))
+        seconds = max(float(r["seconds"]), 1e-9)
+        clean_acc, clean_miou = ("-", "-") if base is None else (_pct(base["pixel_accuracy"]), _pct(base["mean_iou"]))
+        table.add_row(r["model"], f"{r['engine']} {r['precision']}", r["params"]["init"], str(r["params"]["queries"]),
+                      clean_acc, _pct(r["pixel_accuracy"]), clean_miou, _pct(r["mean_iou"]),
+                      f"{r['queries'] / seconds:.0f}", f"{100 * r.get('engine_seconds', 0.0) / seconds:.0f} %")
+    return [table]
+
+
+def models(suite: dict[str, Any]) -> list[Table]:
+    """The models of the run: how each was trained, its validation scores, and its checkpoint."""
+    entries = suite.get("models", {})
+    if not entries:
+        return []
+    table = Table(title="Models (validation scores from training, on the whole validation split)")
+    for column in ("model", "size", "epochs", "lr", "train time", "val pixel acc", "val mIoU", "checkpoint sha256"):
+        table.add_column(column, justify="left" if column in ("model", "size", "checkpoint sha256") else "right")
+    for name, m in entries.items():
+        train, val = m.get("train", {}), m.get("val_metrics", {})
+        table.add_row(name, str(m.get("size", "")), str(train.get("epochs", "-")), f"{train.get('lr', 0):g}",
+                      f"{train.get('seconds', 0):.0f} s", f"{100 * val.get('pixel_accuracy', 0):.2f}",
+                      f"{100 * val.get('mean_iou', 0):.2f}", str(m.get("sha256", ""))[:12])
+    return [table]
