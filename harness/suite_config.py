@@ -11,6 +11,7 @@ file and the key, e.g. ``suite.toml: [whitebox] n_images: expected an integer >=
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -154,7 +155,7 @@ class SuiteConfig:
     check: CheckSpec = field(default_factory=CheckSpec)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: recorded in results.json so that a report knows what was run."""
+        """JSON-serialisable: recorded in the run's suite.json so that a report knows what was run."""
         return asdict(self)
 
 
@@ -165,15 +166,15 @@ def default_suite_path() -> Path:
 
 def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:
     """Read and validate the suite file at ``path`` (None: the built-in default)."""
-    path = Path(path) if path is not None else default_suite_path()
+    builtin = path is None
+    path = default_suite_path() if path is None else Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise HarnessError(f"suite file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise HarnessError(f"suite file {path} cannot be read ({e})") from None
-    return parse_suite(text, path.name if path != default_suite_path() else "default.toml",
-                       str(path) if path != default_suite_path() else "built-in default")
+    return parse_suite(text, path.name, "built-in default" if builtin else str(path))
 
 
 def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfig:
@@ -184,6 +185,9 @@ def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfi
         raise HarnessError(f"{where}: not valid TOML ({e})") from None
     top = _Table(where, "", doc)
     name = top.string("name", "suite")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise top.error("name", f"{name!r} must be a plain file name (letters, digits, . _ -): runs/NAME is its "
+                                "default run directory")
     batch_size = top.integer("batch_size", 16)
     threads = top.integer("threads", None)
     tables = {s: _Table(where, s, top.table(s)) for s in SECTIONS}

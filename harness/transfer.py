@@ -15,7 +15,8 @@ Contracts:
 - Crafting is white-box in PyTorch (fp32, ``settings.device``) with ``evaluate_attack``; the examples
   are stored losslessly (``harness.attacks.store``) under ``<cache>/adversarial/`` and reused only when
   their provenance matches exactly: source model, size, checkpoint sha256, attack, parameters, seed,
-  batch size, crafting device, data set, image ids and labels. Anything else is crafted anew.
+  batch size, crafting device, data set, image ids, the clean images' hash and the labels. Anything else
+  is crafted anew.
 - Targets are black boxes: only ``Engine.infer`` is called on them, ``settings.batch_size`` images at a time
   (the batches of the white-box evaluation, so the torch fp32 diagonal reproduces it bit for bit).
 - Every (target, engine, precision) gets a clean record of the same images beside its adversarial ones.
@@ -56,7 +57,7 @@ SOURCE_ENGINE = "torch"  # examples are always crafted on the eager fp32 PyTorch
 SOURCE_PRECISION = "fp32"
 # Provenance fields that must all match for stored examples to be reused (ids and labels are checked too).
 MATCH_FIELDS = ("source_model", "size", "checkpoint_sha256", "attack", "params", "seed", "batch_size", "device",
-                "data")
+                "data", "clean_images_sha256")
 
 LoadedModel = tuple[SegmentationModel, dict[str, Any]]
 # on_work(kind, description, n): kind "gradients" (crafting) or "images" (engine inference).
@@ -180,12 +181,14 @@ def load_models(names: Sequence[str], data: SegmentationData, size: str = "reduc
 
 def example_provenance(source_name: str, source: Mapping[str, Any], data: SegmentationData, attack: Attack,
                        settings: TransferSettings) -> dict[str, Any]:
-    """The provenance stored with crafted examples (the fields of ``attack --save-adv``)."""
+    """The provenance stored with crafted examples: the fields of ``attack --save-adv`` plus the hash of the
+    clean images (a folder or VOC image edited in place keeps its id but must not reuse old examples)."""
     return {"attack": attack.name, "params": attack.params(), "seed": settings.seed,
             "batch_size": settings.batch_size, "device": str(settings.device), "source_model": source_name,
             "size": source.get("size", settings.size),
             "checkpoint": source.get("checkpoint") or source.get("weights"),
-            "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__}
+            "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__,
+            "clean_images_sha256": hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()}
 
 
 def example_path(provenance: Mapping[str, Any], ids: Sequence[str]) -> Path:
@@ -210,7 +213,8 @@ def provenance_matches(stored: AdversarialSet, provenance: Mapping[str, Any], da
 def adversarial_examples(source_name: str, loaded: LoadedModel, data: SegmentationData, attack: Attack,
                          settings: TransferSettings, on_work: WorkCallback | None = None) -> ExampleSet:
     """The examples of ``attack`` on ``source_name`` for every image of ``data``: the stored ones when their
-    provenance matches (see the module docstring), else crafted now (``evaluate_attack``) and stored."""
+    provenance matches (see the module docstring), else crafted now (``evaluate_attack``, which moves the
+    model to ``settings.device``) and stored atomically."""
     model, source = loaded
     provenance = example_provenance(source_name, source, data, attack, settings)
     path = example_path(provenance, data.ids)

@@ -47,8 +47,9 @@ class QueryEngine(Protocol):
 class SquareConfig:
     """Parameters of one run.
 
-    eps: L∞ radius on the 0-255 pixel scale (8 means 8/255), like the white-box attacks; queries: per-image budget,
-    the initial query included; p_init: fraction of the image a square covers at the start;
+    eps: L∞ radius on the 0-255 pixel scale (8 means 8/255), as for the white-box attacks;
+    queries: per-image budget, the initial query included; p_init: fraction of the image a
+    square covers at the start;
     init: stripe orientation; loss: oracle name; seed: the random stream of the whole run;
     curve_every: queries between curve points (0: about DEFAULT_CURVE_POINTS points).
     """
@@ -299,10 +300,10 @@ class SquareAttack:
             state.curve.append(CurvePoint(spent, state.pixel_accuracy, state.mean_loss))
 
     def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
-        """Turn each best image (in place) into its candidate: one square of ``side`` at a random
-        position set to x ± ε/255 (one sign per channel), projected onto the ε-ball and [0, 1], its
-        colour redrawn until the square changes the best image. Outside the squares the best images,
-        already in the ball, stay as they are."""
+        """Turn each best image (in place) into its candidate: one square of ``side`` at a uniformly
+        random position (the last row and column included) set to x ± ε/255 (one sign per channel),
+        projected onto the ε-ball and [0, 1], its colour redrawn until the square changes the best
+        image. Outside the squares the best images, already in the ball, stay as they are."""
         n, c, h, w = images.shape
         rows = rng.integers(0, h - side + 1, size=n)
         cols = rng.integers(0, w - side + 1, size=n)

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack", required=True, choices=WHITEBOX_ATTACKS)
     parser.add_argument("--steps", type=positive_int, help="iterations of mifgsm and pgd (default 20)")
     parser.add_argument("--alpha", type=float,
-                        help="step size on the 0-255 scale (default: pgd 2.5*eps/steps, mifgsm eps/steps)")
+                        help="step size on the 0-255 scale (default: pgd eps/4, mifgsm eps/steps)")
     parser.add_argument("--decay", type=float, help="mifgsm momentum decay mu (default 1.0)")
     parser.add_argument("--save-adv", metavar="DIR",
                         help="save the adversarial images (exact float32) with their provenance to DIR")

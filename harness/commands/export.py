@@ -35,7 +35,7 @@ from harness.commands.common import (
 )
 from harness.commands.engine_options import calibration_from_args
 from harness.errors import CHECK_FAILED, HarnessError
-from harness.fileio import atomic_path, write_json_atomic
+from harness.fileio import atomic_path, cache_dir, write_json_atomic
 from harness.models import MODELS
 
 HELP = "export trained models to ONNX (fp32/fp16/int8) or TensorRT plans, with a parity check against PyTorch"
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-images", type=positive_int, default=32, metavar="N",
                        help="validation images compared with PyTorch (default 32)")
     group.add_argument("--min-agreement", type=float, metavar="PCT",
-                       help="fail below this argmax agreement in %% for every precision (default: fp32 "
+                       help="fail below this argmax agreement in %% for every precision (default: "
                        + ", ".join(f"{p} {100 * v:g}" for p, v in DEFAULT_MIN_AGREEMENT.items()) + ")")
     group.add_argument("--json", metavar="FILE", help="write the artifacts and parity reports to FILE")
     add_data_arguments(parser)
@@ -144,6 +144,14 @@ def _artifact_table(args: argparse.Namespace, rows: list[tuple[str, Artifact, Pa
     for column in ("model", "precision", "file", "sha256", "size", ""):
         table.add_column(column, justify="right" if column == "size" else "left")
     for name, a, _ in rows:
-        table.add_row(name, a.precision, str(a.path), a.sha256[:12], f"{a.path.stat().st_size / 2**20:.1f} MiB",
+        table.add_row(name, a.precision, _shown(a.path), a.sha256[:12], f"{a.path.stat().st_size / 2**20:.1f} MiB",
                       "cached" if a.reused else "built")
     return table
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the cache as ``CACHE/...`` (the full path is in --json)."""
+    try:
+        return f"CACHE/{path.relative_to(cache_dir())}"
+    except ValueError:
+        return str(path)

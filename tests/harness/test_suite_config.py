@@ -99,6 +99,8 @@ def test_an_unknown_top_level_key_is_named():
     ("[data]\nsource = \"voc\"", "[data] root: data source voc needs root"),
     ("[data]\nimage_size = 16", "[data] image_size: expected an integer >= 32"),
     ("batch_size = true", "batch_size: expected an integer >= 1, got True"),
+    ("name = \"../up\"", "name: '../up' must be a plain file name"),
+    ("threads = 0", "threads: expected an integer >= 1, got 0"),
     ("whitebox = 3", "whitebox: expected a table, got 3"),
 ])
 def test_a_bad_value_is_named_with_what_was_expected(extra, message):

@@ -17,7 +17,7 @@ from harness.attacks.store import load_adversarial, save_adversarial
 from harness.checkpoints import default_checkpoint_path, load_checkpoint, save_checkpoint
 from harness.cli import main
 from harness.commands.common import load_model
-from harness.data import data_key
+from harness.data import SegmentationData, data_key
 from harness.errors import HarnessError
 from harness.transfer import (
     EngineChoice,
@@ -31,7 +31,7 @@ from harness.transfer import (
 )
 from reports.tables import deployment_gap_table, transfer_table
 
-VGG, RESNET = "fcn16s-vgg16", "fcn-resnet50"
+VGG, RESNET = "fcn8s-vgg16", "fcn-resnet50"  # the models the other tests train too
 N_IMAGES = 8
 ATTACKS = "mifgsm-2,pgd-2"
 
@@ -154,6 +154,10 @@ def test_cached_examples_are_reused_only_when_provenance_matches(models, synthet
     assert not adversarial_examples(VGG, models[VGG], data, attack, TransferSettings(seed=4)).reused
     assert not adversarial_examples(VGG, models[VGG], synthetic_val.subset(3), attack, settings).reused
     assert not adversarial_examples(VGG, models[VGG], data, make_attack("pgd", 4, 1), settings).reused
+    edited = data.images.copy()
+    edited[0, 0, 0] ^= 1  # one image edited in place: same ids, other pixels
+    same_ids = SegmentationData(data.name, data.split, data.class_names, edited, data.labels, data.ids, data.params)
+    assert not adversarial_examples(VGG, models[VGG], same_ids, attack, settings).reused
 
     # A file at the expected place whose provenance does not match is replaced, not trusted.
     provenance = example_provenance(VGG, models[VGG][1], data, attack, settings)

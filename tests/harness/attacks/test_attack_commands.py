@@ -42,7 +42,7 @@ def test_attack_prints_both_scores_writes_records_and_exact_examples(checkpoint,
     assert "clean" in out and "pgd-2" in out and "pixel acc" in out
     clean, adv = json.loads(results.read_text())["results"]
     assert clean["attack"] == "none" and clean["params"] == {} and clean["n_images"] == 3
-    assert adv["attack"] == "pgd" and adv["params"] == {"eps": 8.0, "steps": 2, "alpha": 10.0,
+    assert adv["attack"] == "pgd" and adv["params"] == {"eps": 8.0, "steps": 2, "alpha": 2.0,
                                                          "random_start": True, "seed": 4}
     assert adv["queries"] == 6 and adv["seconds"] > 0 and adv["weights_sha256"] == sha256_file(checkpoint)
 

@@ -197,6 +197,7 @@ def acceptance_run(ort_engine, batch):
     return state, recorder, history, float(clean), spent_by_engine
 
 
+@pytest.mark.slow
 def test_query_budget_is_never_exceeded_and_every_query_is_counted(acceptance_run, batch):
     state, recorder, history, _, spent_by_engine = acceptance_run
     assert np.all(state.queries <= BUDGET)
@@ -206,6 +207,7 @@ def test_query_budget_is_never_exceeded_and_every_query_is_counted(acceptance_ru
         assert np.all(after - before <= 1) and np.all(after <= BUDGET)
 
 
+@pytest.mark.slow
 def test_one_engine_call_per_iteration_with_one_candidate_per_attacked_image(acceptance_run, batch):
     state, recorder, history, _, _ = acceptance_run
     assert recorder.batches[0] == N_IMAGES  # the stripe initialisation
@@ -217,6 +219,7 @@ def test_one_engine_call_per_iteration_with_one_candidate_per_attacked_image(acc
     assert len(recorder.batches) == 1 + state.iteration
 
 
+@pytest.mark.slow
 def test_adversarial_images_stay_in_the_eps_ball_and_in_the_unit_interval(acceptance_run, batch):
     state, *_ = acceptance_run
     images, _ = batch
@@ -225,6 +228,7 @@ def test_adversarial_images_stay_in_the_eps_ball_and_in_the_unit_interval(accept
     assert state.x_best.min() >= 0 and state.x_best.max() <= 1
 
 
+@pytest.mark.slow
 def test_each_images_best_loss_never_decreases_and_is_what_the_engine_says(acceptance_run, batch, ort_engine):
     state, _, history, _, _ = acceptance_run
     images, labels = batch
@@ -236,6 +240,7 @@ def test_each_images_best_loss_never_decreases_and_is_what_the_engine_says(accep
     assert np.array_equal(predictions(logits, labels)[0], state.best_pred)
 
 
+@pytest.mark.slow
 def test_a_few_hundred_queries_take_the_accuracy_clearly_below_clean(acceptance_run):
     state, _, _, clean, _ = acceptance_run
     print(f"{MODEL} on ort: clean {clean:.4f}, after {BUDGET} queries {state.pixel_accuracy:.4f}")
@@ -246,6 +251,7 @@ def test_a_few_hundred_queries_take_the_accuracy_clearly_below_clean(acceptance_
     assert curve[-1].pixel_accuracy == pytest.approx(state.pixel_accuracy)
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_another_seed_another(ort_engine, batch):
     images, labels = batch
     runs = [SquareAttack(SquareConfig(queries=25, seed=seed, **STRONG)).run(ort_engine, images, labels)
@@ -255,6 +261,7 @@ def test_same_seed_same_result_and_another_seed_another(ort_engine, batch):
     assert not np.array_equal(runs[0].x_best, runs[2].x_best)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init, loss", [("horizontal", "ce"), ("vertical", "margin")])
 def test_horizontal_init_and_margin_oracle_keep_the_guarantees(ort_engine, batch, init, loss):
     images, labels = batch
@@ -268,6 +275,7 @@ def test_horizontal_init_and_margin_oracle_keep_the_guarantees(ort_engine, batch
                        rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_stopped_and_resumed_run_is_the_uninterrupted_run(ort_engine, batch, tmp_path):
     images, labels = batch
     config = SquareConfig(queries=30, seed=7, **STRONG)
@@ -297,6 +305,7 @@ def _blackbox(*extra: str) -> list[str]:
             *extra]
 
 
+@pytest.mark.slow
 def test_blackbox_command_writes_records_and_the_figure_4_curve(ort_engine, tmp_path, capsys):
     results, curve = tmp_path / "results.json", tmp_path / "curve.json"
     assert main(_blackbox("--queries", "12", "--init", "both", "--json", str(results), "--curve", str(curve))) == 0
@@ -317,6 +326,7 @@ def test_blackbox_command_writes_records_and_the_figure_4_curve(ort_engine, tmp_
     assert curve.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_an_interrupted_command_resumes_and_ends_with_the_same_budget(ort_engine, session_cache, tmp_path, capsys):
     states = Path(session_cache) / "square"
     before = set(states.glob("*.npz")) if states.is_dir() else set()
@@ -366,6 +376,7 @@ def test_bad_choices_are_one_line_usage_errors(capsys, extra):
     assert err.count("\n") == 1 and "error:" in err
 
 
+@pytest.mark.slow
 def test_a_corrupt_state_is_a_one_line_error(ort_engine, session_cache, capsys):
     assert main(_blackbox("--queries", "3", "--seed", "11")) == 0
     (state_file,) = [p for p in (Path(session_cache) / "square").glob("*.npz")

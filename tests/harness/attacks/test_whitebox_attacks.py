@@ -127,7 +127,8 @@ def test_inside_inference_mode(model, batch):
 def test_defaults_and_parameters():
     assert FGSM().params() == {"eps": 8.0}
     assert MIFGSM().params() == {"eps": 8.0, "steps": 20, "decay": 1.0, "alpha": 0.4}
-    assert PGD().params() == {"eps": 8.0, "steps": 20, "alpha": 1.0, "random_start": True}
+    assert PGD().params() == {"eps": 8.0, "steps": 20, "alpha": 2.0, "random_start": True}
+    assert PGD(8, steps=100).alpha == 2.0  # independent of the number of steps
     assert PGD(4, steps=100, alpha=0.5).params()["alpha"] == 0.5
     assert make_attack("pgd", 8, 100).label == "pgd-100" and make_attack("mifgsm").label == "mifgsm-20"
     assert make_attack("fgsm").label == "fgsm"
