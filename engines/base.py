@@ -98,6 +98,9 @@ class Engine(ABC):
             t0 = time.perf_counter()
             out = self._run(batch)
             self.seconds += time.perf_counter() - t0
+            if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != batch.shape[2:]:
+                raise HarnessError(f"{type(self).__name__} returned logits of shape {out.shape} for images of "
+                                   f"shape {batch.shape}; expected (N, K, H, W) at the input's resolution")
             outputs.append(np.asarray(out, dtype=np.float32))
         self.queries += len(images)
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]

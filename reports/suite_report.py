@@ -53,12 +53,11 @@ def load_run(directory: str | os.PathLike) -> RecordedRun:
         raise HarnessError(f"{directory} is not a suite run directory (no suite.json); run python -m harness suite "
                            f"--out {directory}")
     records = read_results(directory / "results.json")
-    suite = _json(directory / "suite.json")
-    sweep = _json(directory / "data" / "pgd_sweep.json", optional=True)
-    curves_doc = _json(directory / "data" / "square_curves.json", optional=True)
+    suite = _json(directory / "suite.json", keys=("suite",))
+    sweep = _json(directory / "data" / "pgd_sweep.json", optional=True, keys=("records", "eps", "n_images"))
+    curves = _json(directory / "data" / "square_curves.json", optional=True, keys=("curves",))
     examples, meta = _examples(directory / "data")
-    return RecordedRun(directory, records, suite, sweep, None if curves_doc is None else curves_doc["curves"],
-                       examples, meta)
+    return RecordedRun(directory, records, suite, sweep, None if curves is None else curves["curves"], examples, meta)
 
 
 def read_suite_check(path: str | os.PathLike) -> CheckSpec:
@@ -66,8 +65,8 @@ def read_suite_check(path: str | os.PathLike) -> CheckSpec:
     is no such file (results not written by a suite); HarnessError when it is there but unreadable or invalid."""
     if not Path(path).is_file():
         return CheckSpec()
-    doc = _json(Path(path))
-    check = doc.get("suite", {}).get("check", {}) if isinstance(doc, dict) else None
+    suite = _json(Path(path), keys=("suite",))["suite"]
+    check = suite.get("check", {}) if isinstance(suite, dict) else None
     if not isinstance(check, dict):
         raise HarnessError(f"{path} is not the suite.json of a suite run")
     tolerance, per_attack = check.get("tolerance", CheckSpec.tolerance), check.get("attack_tolerance", {})
@@ -129,19 +128,24 @@ def render_report(run: RecordedRun) -> Path:
     return path
 
 
-def _json(path: Path, optional: bool = False) -> Any:
+def _json(path: Path, optional: bool = False, keys: tuple[str, ...] = ()) -> Any:
+    """The JSON object in ``path`` holding ``keys`` (None when ``optional`` and absent); HarnessError otherwise."""
     if optional and not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise HarnessError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HarnessError(f"{path} cannot be read ({e}); re-run the suite to regenerate it") from None
+    missing = [k for k in keys if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise HarnessError(f"{path} is not what a suite run writes (no {missing[0]!r}); re-run the suite")
+    return doc
 
 
 def _examples(data_dir: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
-    meta = _json(data_dir / "examples.json", optional=True)
+    meta = _json(data_dir / "examples.json", optional=True, keys=("model", "label", "eps", "class_names"))
     if meta is None:
         return None, None
     try:

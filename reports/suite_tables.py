@@ -106,7 +106,7 @@ def models(suite: dict[str, Any]) -> list[Table]:
     for column in ("model", "size", "epochs", "lr", "train time", "val pixel acc", "val mIoU", "checkpoint sha256"):
         table.add_column(column, justify="left" if column in ("model", "size", "checkpoint sha256") else "right")
     for name, m in entries.items():
-        train, val = m.get("train", {}), m.get("val_metrics", {})
+        train, val = m.get("train") or {}, m.get("val_metrics") or {}
         table.add_row(name, str(m.get("size", "")), str(train.get("epochs", "-")), f"{train.get('lr', 0):g}",
                       f"{train.get('seconds', 0):.0f} s", f"{100 * val.get('pixel_accuracy', 0):.2f}",
                       f"{100 * val.get('mean_iou', 0):.2f}", str(m.get("sha256", ""))[:12])

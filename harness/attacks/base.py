@@ -33,18 +33,20 @@ class AttackResult:
     seconds: float
 
 
+def _on_pixel_scale(name: str, value: float) -> float:
+    if not 0 < value <= 255:  # also rejects NaN
+        raise HarnessError(f"{name} {value} is outside (0, 255]; it is on the 0-255 pixel scale (8 means 8/255)")
+    return float(value)
+
+
 def check_eps(eps: float) -> float:
     """ε on the 0-255 pixel scale; must lie in (0, 255]."""
-    if not 0 < eps <= 255:  # also rejects NaN
-        raise HarnessError(f"eps {eps} is outside (0, 255]; it is on the 0-255 pixel scale (8 means 8/255)")
-    return float(eps)
+    return _on_pixel_scale("eps", eps)
 
 
 def check_alpha(alpha: float) -> float:
     """A step size on the 0-255 scale; must lie in (0, 255]."""
-    if not 0 < alpha <= 255:
-        raise HarnessError(f"alpha {alpha} is outside (0, 255]; it is on the 0-255 pixel scale like eps")
-    return float(alpha)
+    return _on_pixel_scale("alpha", alpha)
 
 
 def check_steps(steps: int) -> int:
@@ -53,8 +55,9 @@ def check_steps(steps: int) -> int:
     return steps
 
 
-def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
-    """images float32 (N, 3, H, W) in [0, 1]; labels int64 (N, H, W) on the same device."""
+def check_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> None:
+    """images float32 (N, 3, H, W) in [0, 1]; labels int64 (N, H, W) on the same device, with values
+    in 0..num_classes-1 (any value below 255 when ``num_classes`` is None) or 255."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.float32 or images.ndim != 4 \
             or images.shape[1] != 3 or images.shape[0] == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -68,8 +71,10 @@ def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
         raise HarnessError(f"images are on {images.device} but labels on {labels.device}")
     if bool(images.min() < 0) or bool(images.max() > 1) or bool(images.isnan().any()):
         raise HarnessError("images must have values in [0, 1]")
-    if bool(((labels < 0) | (labels > IGNORE_INDEX)).any()):
-        raise HarnessError(f"labels must be class indices or {IGNORE_INDEX} (ignore)")
+    limit = IGNORE_INDEX if num_classes is None else num_classes
+    if bool(((labels < 0) | ((labels >= limit) & (labels != IGNORE_INDEX))).any()):
+        classes = "class indices" if num_classes is None else f"class indices 0..{num_classes - 1}"
+        raise HarnessError(f"labels must be {classes} or {IGNORE_INDEX} (ignore)")
 
 
 def check_model(model: nn.Module, device: torch.device) -> None:
@@ -82,9 +87,10 @@ def check_model(model: nn.Module, device: torch.device) -> None:
         raise HarnessError(f"the model is on {param.device} but the images on {device}")
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Onto the L∞ ball of radius ``eps`` ([0, 1] units) around ``x``, then onto [0, 1]."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+def linf_box(images: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel lower and upper bounds of the L∞ ball of radius ``eps`` ([0, 1] units) around
+    ``images``, intersected with [0, 1]: ``adv.clamp(low, high)`` projects onto both at once."""
+    return (images - eps).clamp_(min=0.0), (images + eps).clamp_(max=1.0)
 
 
 class Attack(ABC):
@@ -116,7 +122,7 @@ class Attack(ABC):
         ``images`` float32 (N, 3, H, W) in [0, 1]; ``labels`` int64 (N, H, W), 255 ignored.
         Deterministic for a given seed, batch and device. Raises HarnessError on bad input.
         """
-        check_batch(images, labels)
+        check_batch(images, labels, getattr(model, "num_classes", None))
         check_model(model, images.device)
         generator = torch.Generator(device=images.device)
         generator.manual_seed(seed)
@@ -139,9 +145,10 @@ def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> t
     """∇ₓ of the summed per-image pixel cross entropy; parameters' ``.grad`` stay untouched.
 
     Summing per-image means keeps each image's gradient independent of its batch; only
-    ``x`` is an autograd input, so no parameter gradient is computed or accumulated.
+    ``x`` is an autograd input, so no parameter gradient is computed or accumulated. The labels
+    were checked once by ``Attack.__call__``: the loop does not re-check them (no device sync).
     """
     x = x.detach().requires_grad_(True)
-    loss = pixel_cross_entropy(model(x), labels).sum()
+    loss = pixel_cross_entropy(model(x), labels, validate=False).sum()
     (grad,) = torch.autograd.grad(loss, x)
     return grad

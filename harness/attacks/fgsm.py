@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, input_gradient, project
+from harness.attacks.base import Attack, input_gradient, linf_box
 
 
 class FGSM(Attack):
@@ -16,5 +16,6 @@ class FGSM(Attack):
     def _perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         eps = self.eps / 255
+        low, high = linf_box(images, eps)
         grad = input_gradient(model, images, labels)
-        return project(images + eps * grad.sign(), images, eps)
+        return torch.clamp(images + eps * grad.sign(), low, high)

@@ -8,19 +8,20 @@ import torch.nn.functional as F
 from harness.data.base import IGNORE_INDEX
 
 
-def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     """Mean cross entropy over each image's non-ignored pixels.
 
     ``logits``: float (N, K, H, W); ``labels``: int64 (N, H, W) with values in 0..K-1 or 255
     (ignored). Returns float (N,): one loss per image, so an image's gradient never depends on
     the other images of its batch. An image whose pixels are all ignored has loss 0.
-    Raises ValueError on mismatched shapes or labels outside 0..K-1 and 255.
+    Raises ValueError on mismatched shapes or labels outside 0..K-1 and 255. ``validate=False``
+    skips the label check (it reads the labels back, a device sync) for callers that checked them.
     """
     if logits.ndim != 4 or labels.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"logits (N, K, H, W) and labels (N, H, W) do not fit: "
                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
     valid = labels != IGNORE_INDEX
-    if bool(((labels < 0) | (labels >= logits.shape[1])).logical_and(valid).any()):
+    if validate and bool(((labels < 0) | (labels >= logits.shape[1])).logical_and(valid).any()):
         raise ValueError(f"labels must be in 0..{logits.shape[1] - 1} or {IGNORE_INDEX}")
     per_pixel = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
     counts = valid.flatten(1).sum(1).clamp(min=1)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, project
+from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, linf_box
 from harness.errors import HarnessError
 
 
@@ -42,6 +42,7 @@ class MIFGSM(Attack):
     def _perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         eps, alpha = self.eps / 255, self.alpha / 255
+        low, high = linf_box(images, eps)
         adv = images
         momentum = torch.zeros_like(images)
         for _ in range(self.steps):
@@ -49,5 +50,5 @@ class MIFGSM(Attack):
             # An all-zero gradient (no labelled pixel) stays zero instead of dividing by zero.
             l1 = grad.abs().flatten(1).sum(1).clamp(min=1e-12).view(-1, 1, 1, 1)
             momentum = self.decay * momentum + grad / l1
-            adv = project(adv + alpha * momentum.sign(), images, eps)
+            adv = torch.clamp(adv + alpha * momentum.sign(), low, high)
         return adv

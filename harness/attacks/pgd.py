@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, project
+from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, linf_box
 
 
-def default_pgd_alpha(eps: float, steps: int) -> float:
+def default_pgd_alpha(eps: float) -> float:
     """Step size on the 0-255 scale when none is given: ε / 4, whatever the number of steps.
 
     2/255 at ε = 8, the step of Madry et al.'s CIFAR-10 evaluation. Being independent of
@@ -32,7 +32,7 @@ class PGD(Attack):
                  random_start: bool = True) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
-        self.alpha = default_pgd_alpha(self.eps, self.steps) if alpha is None else check_alpha(alpha)
+        self.alpha = default_pgd_alpha(self.eps) if alpha is None else check_alpha(alpha)
         self.random_start = random_start
 
     @property
@@ -49,12 +49,13 @@ class PGD(Attack):
     def _perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
         eps, alpha = self.eps / 255, self.alpha / 255
+        low, high = linf_box(images, eps)
         adv = images
         if self.random_start:
             noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-            adv = project(images + (2 * noise - 1) * eps, images, eps)
+            adv = torch.clamp(images + (2 * noise - 1) * eps, low, high)
         for _ in range(self.steps):
             grad = input_gradient(model, adv, labels)
-            adv = project(adv + alpha * grad.sign(), images, eps)
+            adv = torch.clamp(adv + alpha * grad.sign(), low, high)
         return adv
 

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from harness.attacks import Attack
 from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
@@ -54,7 +62,7 @@ def gradient_progress() -> Progress:
 
 
 def run_attack(model: SegmentationModel, data: SegmentationData, attack: Attack, args: argparse.Namespace,
-               progress: Progress, task: Any, keep_adversarial: bool = False) -> AttackEvaluation:
+               progress: Progress, task: TaskID, keep_adversarial: bool = False) -> AttackEvaluation:
     """``evaluate_attack`` with the command's batching, seed and device, advancing ``task``."""
     def advance(n: int) -> None:
         progress.update(task, advance=n * attack.iterations)

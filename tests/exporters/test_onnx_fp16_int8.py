@@ -51,7 +51,7 @@ def test_fp16_onnx_validates_keeps_float32_io_and_agrees(name, loaded_model, syn
 def test_int8_qdq_runs_on_ort_cpu_within_documented_threshold(name, loaded_model, synthetic_val, calibration):
     model, source, artifact = _artifact(loaded_model, synthetic_val, name, "int8", calibration)
     graph = onnx.load(str(artifact.path))
-    ops = {n.op_type for n in graph.node}
+    ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "QLinearConv" not in ops  # QDQ form
     assert _io_types(graph) == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT]
     meta = read_metadata(graph)

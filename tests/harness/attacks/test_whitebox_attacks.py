@@ -171,7 +171,8 @@ def test_bad_batches_are_one_line_errors(model, batch):
         (images, labels.int(), "labels must be int64"),
         (images * 255, labels, "values in \\[0, 1\\]"),
         (images - 0.5, labels, "values in \\[0, 1\\]"),
-        (images, labels.clamp(max=254) + 2, "class indices or 255"),
+        (images, labels.clamp(max=254) + 2, "class indices 0..6 or 255"),
+        (images, torch.where(labels == 0, 7, labels), "class indices 0..6 or 255"),
         (images.numpy(), labels, "images must be"),
     ]
     for x, y, message in cases:
