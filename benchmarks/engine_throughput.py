@@ -1,6 +1,6 @@
 """Images per second of every usable engine and precision, against torch eager on the same device.
 
-Same model, same batch, same images for every engine. Each engine is timed in ``--rounds`` rounds
+Same model, same batch, same images and thread count for every engine. Each engine is timed in ``--rounds`` rounds
 that alternate between the engines (so load from other processes affects all alike); a round
 runs whole batches for ``--seconds`` after a warm-up, and the median round is reported, with
 its ratio to torch eager on the same device (> 1: faster than torch). Needs a trained checkpoint
@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
 import types
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from engines.availability import ENGINES, PRECISIONS, availability
 from engines.base import Engine
 from engines.factory import create_engine
-from harness.commands.common import load_model, set_threads
+from harness.commands.common import load_model
 from harness.data import load_data
 from harness.errors import HarnessError
 from harness.fileio import cache_dir, write_json_atomic
@@ -54,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed round per engine")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads of torch and ONNX Runtime (default: all cores; 1 is robust on a busy "
+                        "machine)")
     parser.add_argument("--json", default=str(cache_dir() / "benchmarks" / "engine_throughput.json"))
     args = parser.parse_args(argv)
     console = Console()
-    set_threads()
+    torch.set_num_threads(args.threads)
     try:
         val = load_data("synthetic", "val", limit=args.batch_size)
         calibration = load_data("synthetic", "train", limit=64)
@@ -72,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, device, precision in variants:
                 console.print(f"preparing {name} {precision} on {device} ...", highlight=False)
                 engine = stack.enter_context(create_engine(
-                    name, model, source, val, precision=precision, device=device,
-                    calibration=calibration if precision == "int8" else None, max_batch=args.batch_size))
+                    name, model, source, val, precision=precision, device=device, max_batch=args.batch_size,
+                    calibration=calibration if precision == "int8" else None, threads=args.threads))
                 for _ in range(WARMUP_BATCHES):
                     engine.infer(images)
                 engines[(name, device, precision)] = engine
@@ -91,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"engine": name, "device": device, "precision": precision, "images_per_second": round(rate, 2),
                      "rounds": [round(v, 2) for v in values],
                      "ratio_to_torch": round(rate / baseline, 3) if baseline else None})
-    table = Table(title=f"{args.model} (reduced), batch {args.batch_size}, {images.shape[2]}x{images.shape[3]} px: "
-                  f"median of {args.rounds} rounds of {args.seconds:g} s")
+    table = Table(title=f"{args.model} (reduced), batch {args.batch_size}, {images.shape[2]}x{images.shape[3]} px, "
+                  f"{args.threads} thread(s): median of {args.rounds} rounds of {args.seconds:g} s")
     for column in ("engine", "device", "precision", "images/s", "x torch eager"):
         table.add_column(column, justify="right" if column in ("images/s", "x torch eager") else "left")
     for r in rows:
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     write_json_atomic(args.json, {"benchmark": "engine_throughput", "model": args.model, "size": "reduced",
                                   "batch_size": args.batch_size, "image_size": list(images.shape[2:]),
+                                  "threads": args.threads,
                                   "seconds_per_round": args.seconds, "rounds": args.rounds,
                                   "environment": environment(), "results": rows})
     console.print(f"wrote {args.json}")

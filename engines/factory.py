@@ -59,7 +59,7 @@ def artifact_for(name: str, model: SegmentationModel, source: Mapping[str, Any],
 
 def create_engine(name: str, model: SegmentationModel, source: Mapping[str, Any], data: SegmentationData, *,
                   precision: str = "fp32", device: str | None = None, calibration: SegmentationData | None = None,
-                  max_batch: int | None = None) -> Engine:
+                  max_batch: int | None = None, threads: int | None = None) -> Engine:
     """An Engine for ``model`` (not yet entered: use it in a ``with`` block).
 
     - ``name``: ``torch`` | ``ort`` | ``trt``; ``precision``: ``fp32`` | ``fp16`` | ``int8`` (torch: fp32 only);
@@ -69,7 +69,9 @@ def create_engine(name: str, model: SegmentationModel, source: Mapping[str, Any]
     - ``data``: the images the engine will see: their class names go into the ONNX metadata, their size
       into the TensorRT profile;
     - ``calibration``: training images, required for int8 (calibrates the QDQ graph);
-    - ``max_batch``: the largest batch the engine runs at once (larger inputs are split).
+    - ``max_batch``: the largest batch the engine runs at once (larger inputs are split);
+    - ``threads``: ONNX Runtime's CPU threads (default: all cores; torch's are process-wide, see
+      ``torch.set_num_threads``).
 
     Raises HarnessError (one line) when the engine cannot run here or an export fails.
     """
@@ -80,5 +82,5 @@ def create_engine(name: str, model: SegmentationModel, source: Mapping[str, Any]
         return TorchEngine(model, device=device, artifact_sha256=str(source["sha256"]), max_batch=max_batch)
     assert artifact is not None
     if name == "ort":
-        return OrtEngine(artifact.path, device=device, max_batch=max_batch)
+        return OrtEngine(artifact.path, device=device, max_batch=max_batch, threads=threads)
     return TrtEngine(artifact.path, precision=precision, max_batch=max_batch)

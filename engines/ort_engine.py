@@ -63,6 +63,8 @@ class OrtEngine(Engine):
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU provider warns about fp16 nodes it casts
         options.intra_op_num_threads = self._threads or len(os.sched_getaffinity(0))
+        # Idle worker threads would busy-wait between runs and starve torch or other engines on the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [_PROVIDERS[self._device]] + (["CPUExecutionProvider"] if self._device == "cuda" else [])
         try:
             session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=providers)

@@ -71,14 +71,15 @@ def compare(reference: Engine, candidate: Engine, data: SegmentationData, *, lab
 
 
 def parity_table(title: str, reports: list[ParityReport]) -> Table:
-    """A rich table of parity reports; percentages for agreement and accuracy."""
-    table = Table(title=title)
-    for column in ("artifact", "precision", "max |Δlogit|", "mean |Δlogit|", "agreement", "min", "pixel acc torch",
-                   "pixel acc artifact", "Δ acc", "parity"):
-        table.add_column(column, justify="left" if column in ("artifact", "precision", "parity") else "right")
+    """A rich table of parity reports: agreement and pixel accuracy in %, their change in points."""
+    table = Table(title=f"{title} (agreement and accuracy in %)")
+    for column in ("model", "precision", "max |Δlogit|", "mean |Δlogit|", "agree", "min", "acc torch",
+                   "acc export", "Δ acc", "parity"):
+        table.add_column(column, justify="left" if column in ("model", "precision", "parity") else "right",
+                         no_wrap=column in ("model", "precision"))
     for r in reports:
-        table.add_row(r.label, r.precision, f"{r.max_abs_diff:.3g}", f"{r.mean_abs_diff:.3g}",
-                      f"{100 * r.agreement:.3f} %", f"{100 * r.min_agreement:.1f} %",
-                      f"{100 * r.reference_accuracy:.2f} %", f"{100 * r.candidate_accuracy:.2f} %",
-                      f"{100 * r.accuracy_delta:+.2f}", "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+        table.add_row(r.label, r.precision, f"{r.max_abs_diff:.2g}", f"{r.mean_abs_diff:.2g}",
+                      f"{100 * r.agreement:.3f}", f"{100 * r.min_agreement:g}", f"{100 * r.reference_accuracy:.2f}",
+                      f"{100 * r.candidate_accuracy:.2f}", f"{100 * r.accuracy_delta:+.2f}",
+                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
     return table

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 from harness.fileio import write_bytes_atomic
 from harness.suite_config import CheckSpec
@@ -185,16 +186,27 @@ def _examples_section(run: RecordedRun, out: Path) -> list[str]:
     assert arrays is not None and meta is not None
     eps = float(meta["eps"])
     what = f"{meta['label']} (eps {eps:g}/255) on {meta['model']}"
-    plot_example_grid(arrays["clean"][:1], arrays["adversarial"][:1], arrays["clean_pred"][:1],
-                      arrays["adversarial_pred"][:1], meta["class_names"], eps, out / "figure1_example.png",
+    first = _most_fooled(arrays)
+    one = slice(first, first + 1)
+    plot_example_grid(arrays["clean"][one], arrays["adversarial"][one], arrays["clean_pred"][one],
+                      arrays["adversarial_pred"][one], meta["class_names"], eps, out / "figure1_example.png",
                       f"Figure 1: an adversarial example, {what}")
     plot_example_grid(arrays["clean"], arrays["adversarial"], arrays["clean_pred"], arrays["adversarial_pred"],
                       meta["class_names"], eps, out / "figure2_examples.png",
                       f"Figure 2: {len(arrays['clean'])} examples, {what}")
     return ["## Figures 1-2: adversarial examples", "",
             f"Columns: the clean image, the perturbation amplified x{255 / (2 * eps):.0f} (grey = 0), the adversarial "
-            f"image, the model's segmentation of each. Attack {what}, PyTorch fp32.", "",
+            f"image, the model's segmentation of each. Attack {what}, PyTorch fp32. Figure 1 is the example the "
+            "attack fooled most; Figure 2 the first images.", "",
             "![Figure 1](figure1_example.png)", "", "![Figure 2](figure2_examples.png)", ""]
+
+
+def _most_fooled(arrays: dict[str, np.ndarray]) -> int:
+    """The example whose labelled pixels the attack turned wrong the most (the paper's Figure 1 is a striking one)."""
+    labelled = arrays["labels"] != IGNORE_INDEX
+    lost = ((arrays["clean_pred"] == arrays["labels"]) & labelled).sum(axis=(1, 2)) \
+        - ((arrays["adversarial_pred"] == arrays["labels"]) & labelled).sum(axis=(1, 2))
+    return int(np.argmax(lost))
 
 
 def _sweep_section(run: RecordedRun, out: Path) -> list[str]:

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,6 @@ from harness.commands.common import (
     add_model_arguments,
     console,
     data_from_args,
-    err_console,
     load_model,
     positive_int,
     set_threads,
@@ -81,12 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Outcome:
-    """One finished (or stopped) attack run and the scores of its adversarial images."""
+    """One finished attack run and the scores of its adversarial images."""
 
     config: SquareConfig
     state: SquareState
     scores: Scores
-    state_path: Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +164,8 @@ def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], image
     path = _state_path(context)
     state = load_state(path, context) if args.resume and path.is_file() else None
     if state is None and path.is_file() and not args.resume:
-        err_console.print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)")
+        print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)",
+              file=sys.stderr)
     display = _Display(config, len(images))
     last_save: float | None = None  # save the first state at once, so that even an early kill can resume
 
@@ -184,12 +184,12 @@ def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], image
         console.line()  # a Live view printed to a file or pipe ends without a newline
     save_state(path, state, context)
     if not state.finished:
-        err_console.print(f"stopped after {int(state.queries.max())} of {config.queries} queries per image; "
-                          f"state saved to {path}; run the same command with --resume to continue")
+        print(f"stopped after {int(state.queries.max())} of {config.queries} queries per image; state saved to "
+              f"{path}; run the same command with --resume to continue", file=sys.stderr)
         return None
     confusion = ConfusionMatrix(data.num_classes)
     confusion.update(state.best_pred, labels)
-    return Outcome(config, state, confusion.scores(), path)
+    return Outcome(config, state, confusion.scores())
 
 
 class _StopFlag:

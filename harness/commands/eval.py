@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         scores = evaluate(engine_predictor(engine), data, args.batch_size)
         seconds = time.perf_counter() - start
         info, queries, engine_seconds = engine.info, engine.queries, engine.seconds
-    console.print(scores_table(f"{args.model} ({args.size}) on {info.name} {info.precision} ({info.device}), "
+    console.print(scores_table(f"{args.model} ({args.size}), {info.name} {info.precision} on {info.device}, "
                                f"{data.name} {data.split}, {len(data)} images, {scores.n_pixels} labelled pixels "
                                "(values in %)", data.class_names, [("clean", scores)]))
     if args.json:

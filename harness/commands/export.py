@@ -94,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
                                         max_batch=args.max_batch, opset=args.opset)
                 assert artifact is not None
                 with _engine(engine_name, artifact, device) as candidate:
-                    report = compare(reference, candidate, val, label=f"{name} ({args.size})", precision=precision,
+                    report = compare(reference, candidate, val, label=name, precision=precision,
                                      min_agreement=min_agreement)
                 rows.append((name, artifact, report))
                 if args.out:
                     _copy_out(artifact, Path(args.out) / f"{name}-{args.size}.{precision}.{_suffix(args.format)}")
     console.print(_artifact_table(args, rows))
-    console.print(parity_table(f"Parity against PyTorch on {len(val)} {val.name} validation images "
-                               f"({engine_name} on {device})", [r for _, _, r in rows]))
+    console.print(parity_table(f"Parity against PyTorch ({args.size}) on {len(val)} {val.name} validation images, "
+                               f"{engine_name} on {device}", [r for _, _, r in rows]))
     if args.json:
         write_json_atomic(args.json, {"format": args.format, "device": device, "artifacts": [
             {"model": name, "size": args.size, "path": str(a.path), "sha256": a.sha256, "reused": a.reused,
@@ -137,21 +137,15 @@ def _suffix(fmt: str) -> str:
 def _copy_out(artifact: Artifact, target: Path) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(artifact.path, tmp)
+        tmp.chmod(0o644)  # a deliverable for other users and machines, unlike the private temp file
 
 
 def _artifact_table(args: argparse.Namespace, rows: list[tuple[str, Artifact, ParityReport]]) -> Table:
-    table = Table(title=f"Artifacts ({args.format})")
+    table = Table(title=f"{args.format} artifacts in {cache_dir() / 'artifacts'}/MODEL--{args.size}/")
     for column in ("model", "precision", "file", "sha256", "size", ""):
-        table.add_column(column, justify="right" if column == "size" else "left")
+        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
     for name, a, _ in rows:
-        table.add_row(name, a.precision, _shown(a.path), a.sha256[:12], f"{a.path.stat().st_size / 2**20:.1f} MiB",
-                      "cached" if a.reused else "built")
+        # The key folder and file name; --json has the full path.
+        table.add_row(name, a.precision, f"{a.path.parent.name}/{a.path.name}", a.sha256[:12],
+                      f"{a.path.stat().st_size / 2**20:.1f} MiB", "cached" if a.reused else "built")
     return table
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the cache as ``CACHE/...`` (the full path is in --json)."""
-    try:
-        return f"CACHE/{path.relative_to(cache_dir())}"
-    except ValueError:
-        return str(path)

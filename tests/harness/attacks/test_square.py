@@ -342,7 +342,8 @@ def test_an_interrupted_command_resumes_and_ends_with_the_same_budget(ort_engine
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "state saved to" in stderr and "--resume" in stderr.strip().splitlines()[-1]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped after") and "state saved to" in last and "--resume" in last
     (state_file,) = set(states.glob("*.npz")) - before
     stopped = np.load(state_file)["queries"]
     assert stopped.max() < 500
