@@ -137,7 +137,6 @@ def _suffix(fmt: str) -> str:
 def _copy_out(artifact: Artifact, target: Path) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(artifact.path, tmp)
-        tmp.chmod(0o644)  # a deliverable for other users and machines, unlike the private temp file
 
 
 def _artifact_table(args: argparse.Namespace, rows: list[tuple[str, Artifact, ParityReport]]) -> Table:

@@ -20,7 +20,7 @@ HELP = "train models (default: reduced width on the built-in data) and cache the
 # (epochs, peak learning rate) that reach >= 90 % pixel accuracy and >= 0.70 mIoU on the
 # built-in data at the reduced width; FCN-16s, the coarsest head, needs the longest.
 DEFAULT_SCHEDULE = {"fcn8s-vgg16": (10, 3e-3), "fcn16s-vgg16": (20, 3e-3),
-                    "fcn-resnet50": (10, 2e-3), "fcn-resnet101": (10, 2e-3)}
+                    "fcn-resnet50": (25, 3e-3), "fcn-resnet101": (25, 3e-3)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,13 @@
-"""Built-in synthetic scenes: coloured, textured shapes on a textured background.
+"""Built-in synthetic scenes: low-contrast, finely striped shapes on a textured background.
 
-Each object class has its own shape and its own band of hues (with jitter), so small
-CPU models can learn the task in minutes while the scenes still vary in shape, colour,
-texture, size, rotation and occlusion. Labels carry a one-pixel VOC-style 255 "ignore"
-band on every boundary between regions. Generation is deterministic from the seed.
+An object's class is carried by its shape and by a faint stripe pattern of its own (orientation and
+period per class); its colour is random and only a little off the colours it covers, and the background
+draws its colours from the same distribution. Nothing coarse, such as a hue band per class, gives the
+class away, so the models learn low-amplitude cues, as models trained on natural images do, and an
+8/255 perturbation can move them (the paper's attacks cost tens of points, as on VOC), while small CPU
+models still learn the task in minutes. The scenes vary in shape, colour, texture, size, rotation and
+occlusion. Labels carry a one-pixel VOC-style 255 "ignore" band on every boundary between regions.
+Generation is deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import numpy as np
 from harness.data.base import IGNORE_INDEX, SegmentationData
 
 CLASS_NAMES = ["background", "disc", "rectangle", "triangle", "ring", "cross", "star"]
-# Hue centre (degrees) of each object class; objects jitter around it.
-_CLASS_HUES = {1: 0.0, 2: 55.0, 3: 115.0, 4: 175.0, 5: 235.0, 6: 295.0}
-_HUE_JITTER = 14.0
+# Per object class: stripe orientation (radians) and period (pixels) of its texture.
+_CLASS_STRIPES = {cls: (np.pi * cls / 6, 3.0 + cls % 3) for cls in range(1, 7)}
+_STRIPE_AMPLITUDE = 0.10  # relative brightness swing: about +-13/255 on a mid-grey object
+# Root-mean-square distance per channel between an object's colour and the mean colour it covers.
+_CONTRAST = (0.08, 0.22)
 # Object radius range in pixels at 64 x 64 (scaled with the image): large against the
 # FCN strides (8 to 32), as VOC's objects are against 500-pixel images.
 _RADIUS = (10.0, 22.0)
@@ -25,7 +31,7 @@ DEFAULT_SIZE = 64
 DEFAULT_TRAIN = 1000
 DEFAULT_VAL = 200
 # Bump when the generator changes, so cached data and checkpoints trained on older scenes are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 def _rotated(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,11 +85,21 @@ def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb((h_deg % 360) / 360, s, v))
 
 
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """One RGB colour in [0, 1]: any hue, saturation up to 0.8, brightness 0.2 to 0.9 (objects and background)."""
+    return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.8), rng.uniform(0.2, 0.9))
+
+
+def _stripes(cls: int, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """The class's multiplicative stripe texture, 1 +- _STRIPE_AMPLITUDE."""
+    angle, period = _CLASS_STRIPES[cls]
+    return 1 + _STRIPE_AMPLITUDE * np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)
+
+
 def _scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    # Background: a desaturated colour gradient with texture.
-    c0 = _hsv(rng.uniform(0, 360), rng.uniform(0, 0.25), rng.uniform(0.25, 0.8))
-    c1 = _hsv(rng.uniform(0, 360), rng.uniform(0, 0.25), rng.uniform(0.25, 0.8))
+    # Background: a colour gradient with a random texture.
+    c0, c1 = _random_colour(rng), _random_colour(rng)
     a = rng.uniform(0, 2 * np.pi)
     t = ((np.cos(a) * xx + np.sin(a) * yy) / size + 1) / 2
     image = (1 - t)[..., None] * c0 + t[..., None] * c1
@@ -98,9 +114,12 @@ def _scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
         mask = _shape_mask(cls, xx, yy, cx, cy, r, rng.uniform(0, 2 * np.pi), rng)
         if mask.sum() < 4:
             continue
-        colour = _hsv(_CLASS_HUES[cls] + rng.uniform(-_HUE_JITTER, _HUE_JITTER),
-                      rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0))
-        layer = colour[None, None, :] * _texture(size, size, xx, yy, rng)[..., None]
+        # A random colour direction, scaled to a low contrast against what the object covers.
+        covered = image[mask].mean(axis=0)
+        direction = _random_colour(rng) - covered
+        direction /= np.linalg.norm(direction) + 1e-9
+        colour = np.clip(covered + direction * rng.uniform(*_CONTRAST) * np.sqrt(3), 0, 1)
+        layer = colour[None, None, :] * _stripes(cls, xx, yy)[..., None]
         image[mask] = layer[mask]  # later objects occlude earlier ones
         label[mask] = cls
 

@@ -1,5 +1,6 @@
 import torch
 
+from harness.data.base import IGNORE_INDEX
 from harness.data.synthetic import generate
 from harness.evaluation import evaluate
 from harness.models import build_model
@@ -24,5 +25,8 @@ def test_training_reduces_the_loss_and_is_reproducible():
 
 
 def test_trained_fixture_model_segments_the_built_in_data(trained_model, synthetic_val):
-    scores = evaluate(trained_model("fcn-resnet50"), synthetic_val.subset(64))
-    assert scores.pixel_accuracy > 0.85
+    data = synthetic_val.subset(64)
+    scores = evaluate(trained_model("fcn-resnet50"), data)
+    labelled = data.labels[data.labels != IGNORE_INDEX]
+    background_only = float((labelled == 0).mean())  # the accuracy of predicting background everywhere
+    assert scores.pixel_accuracy > background_only + 0.05 and scores.mean_iou > 0.35

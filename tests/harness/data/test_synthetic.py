@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import IGNORE_INDEX, load_data
-from harness.data.synthetic import CLASS_NAMES, generate
+from harness.data.synthetic import CLASS_NAMES, GENERATOR_VERSION, generate
 
 
 def test_generation_is_deterministic_and_splits_differ():
@@ -44,4 +44,4 @@ def test_load_data_caches_to_disk(session_cache):
     second = load_data("synthetic", "val", size=32, limit=5)
     assert len(first) == 5 and np.array_equal(first.images, second.images)
     cached = [p.name for p in (Path(session_cache) / "data").iterdir()]
-    assert any(name.startswith("synthetic-v3-val-32px") for name in cached)
+    assert any(name.startswith(f"synthetic-v{GENERATOR_VERSION}-val-32px") for name in cached)
