@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,27 +16,36 @@ from typing import Any
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is untouched.
+    On any exception the temporary file is removed and ``target`` is untouched. The file ends with
+    the mode a plain ``open()`` would give it: an existing target's mode, else 0666 less the umask.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path, mode = _new_temp_file(target)
     try:
         yield tmp_path
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
-        tmp_path.chmod(0o666 & ~_umask())
+        if target.exists():
+            mode = target.stat().st_mode & 0o7777
+        tmp_path.chmod(mode)  # the writer may have replaced the file, so set it again
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temp_file(target: Path) -> tuple[Path, int]:
+    """An empty file with a fresh name beside ``target``, and its mode. Created like ``open()`` does
+    (0666 through the kernel's umask), which avoids reading the process-wide umask, a race with threads."""
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return path, os.fstat(fd).st_mode & 0o7777
+        finally:
+            os.close(fd)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:

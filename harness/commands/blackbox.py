@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--split", default="val", choices=("train", "val"))
     group.add_argument("--n-images", type=positive_int, default=8, help="attack the first N images (default 8)")
-    group.add_argument("--json", metavar="FILE", help="write results.json (DESIGN.md schema) to FILE")
+    group.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
     group.add_argument("--curve", metavar="FILE",
                        help="write the accuracy/loss-against-queries curve to FILE (JSON) and beside it as PNG")
     add_data_arguments(parser)

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=("train", "val"))
     parser.add_argument("--n-images", type=positive_int, help="evaluate the first N images (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--json", metavar="FILE", help="write results.json (DESIGN.md schema) to FILE")
+    parser.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
 
 
 def run(args: argparse.Namespace) -> int:

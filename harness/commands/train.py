@@ -18,7 +18,7 @@ from harness.training import StepReport, TrainConfig, train_and_save
 HELP = "train models (default: reduced width on the built-in data) and cache their checkpoints"
 
 # (epochs, peak learning rate) that reach >= 90 % pixel accuracy and >= 0.70 mIoU on the
-# built-in data at the reduced width; FCN-16s, the coarsest head, needs the longest.
+# built-in data at the reduced width; the ResNets are cheap per step but slow to converge.
 DEFAULT_SCHEDULE = {"fcn8s-vgg16": (10, 3e-3), "fcn16s-vgg16": (20, 3e-3),
                     "fcn-resnet50": (25, 3e-3), "fcn-resnet101": (25, 3e-3)}
 

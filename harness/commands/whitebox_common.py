@@ -36,7 +36,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
-    parser.add_argument("--json", metavar="FILE", help="write results.json (DESIGN.md schema) to FILE")
+    parser.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
     add_data_arguments(parser)
 
 

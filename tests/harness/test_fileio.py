@@ -22,3 +22,11 @@ def test_written_files_get_the_mode_of_a_plain_open(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_rewrite_keeps_the_mode_the_user_gave_the_file(tmp_path):
+    target = tmp_path / "baseline.json"
+    write_json_atomic(target, [])
+    target.chmod(0o600)
+    write_json_atomic(target, [1])
+    assert target.stat().st_mode & 0o777 == 0o600 and target.read_text() == "[\n  1\n]\n"
