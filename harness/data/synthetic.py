@@ -86,7 +86,9 @@ def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    """One RGB colour in [0, 1]: any hue, saturation up to 0.8, brightness 0.2 to 0.9 (objects and background)."""
+    """One RGB colour in [0, 1]: any hue, saturation up to 0.8, brightness 0.2 to 0.9. The background's two
+    gradient colours, and the direction in which an object's colour leaves what it covers. (The textured
+    background can leave [0, 1] before the final clip, so an object's contrast is approximate there.)"""
     return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.8), rng.uniform(0.2, 0.9))
 
 
