@@ -165,12 +165,6 @@ def stripe_init(images: np.ndarray, radius: float, init: str, rng: np.random.Gen
     return np.clip(images + delta, 0, 1).astype(np.float32)
 
 
-def project(candidate: np.ndarray, images: np.ndarray, radius: float) -> np.ndarray:
-    """``candidate`` projected onto the L∞ ball of ``radius`` ([0, 1] units) around ``images``, then [0, 1]."""
-    r = np.float32(radius)
-    return np.clip(np.clip(candidate, images - r, images + r), 0, 1)
-
-
 def fingerprint(images: np.ndarray, labels: np.ndarray, config: SquareConfig) -> str:
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
@@ -302,7 +296,7 @@ class SquareAttack:
     def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
         """Turn each best image (in place) into its candidate: one square of ``side`` at a uniformly
         random position (the last row and column included) set to x ± ε/255 (one sign per channel),
-        projected onto the ε-ball and [0, 1], its colour redrawn until the square changes the best
+        clipped to [0, 1], its colour redrawn until the square changes the best
         image. Outside the squares the best images, already in the ball, stay as they are."""
         n, c, h, w = images.shape
         rows = rng.integers(0, h - side + 1, size=n)
@@ -316,8 +310,8 @@ class SquareAttack:
         redraw = np.arange(n)
         while redraw.size:
             signs = _signs(rng, (redraw.size, c, 1, 1))
-            squares[redraw] = project(clean[redraw] + signs * np.float32(self.config.radius), clean[redraw],
-                                      self.config.radius)
+            # x ± ε lies on the ε-ball's boundary already: only [0, 1] can cut it.
+            squares[redraw] = np.clip(clean[redraw] + signs * np.float32(self.config.radius), 0, 1)
             unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
             redraw = redraw[unchanged]
         best[window] = squares
