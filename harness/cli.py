@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed --help (0) or its one-line usage error (2)
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return USAGE_ERROR

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from harness.checkpoints import default_checkpoint_path, load_checkpoint
+from harness.cli import main
 from harness.commands.common import load_model
 from harness.data import SegmentationData, data_key, load_data
 from harness.models.normalize import SegmentationModel
@@ -77,3 +78,15 @@ def loaded_model(trained_model: Callable[[str], SegmentationModel], synthetic_va
         return load_model(args, synthetic_val)
 
     return get
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """``run_cli(argv)``: ``python -m harness ARGV`` in this process, as (exit code, stdout, stderr)."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -43,25 +43,13 @@ def models(trained_model, synthetic_val):
     return load_models([VGG, RESNET], synthetic_val.subset(N_IMAGES))
 
 
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def transfer_run(models, tmp_path_factory):
     """One CLI run through torch and ort on both models: (exit code, stdout, stderr, records)."""
     results = tmp_path_factory.mktemp("transfer") / "transfer.json"
     argv = ["transfer", "--sources", f"{VGG},{RESNET}", "--targets", f"{VGG},{RESNET}", "--engines", "torch,ort",
             "--attacks", ATTACKS, "--n-images", str(N_IMAGES), "--json", str(results)]
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
+    code = main(argv)
     records = json.loads(results.read_text())["results"] if results.is_file() else []
     return code, records
 
@@ -93,11 +81,11 @@ def test_cli_prints_table_2_and_the_deployment_gap_and_writes_records(transfer_r
             "pixel_accuracy"]
 
 
-def test_table_output(transfer_run, capsys):
+def test_table_output(transfer_run, run_cli):
     # Same settings as transfer_run: every example set comes from the cache.
     code, out, err = run_cli(["transfer", "--sources", f"{VGG},{RESNET}", "--targets", f"{VGG},{RESNET}",
                               "--engines", "torch", "--attacks", ATTACKS, "--n-images", str(N_IMAGES),
-                              "--metric", "both"], capsys)
+                              "--metric", "both"])
     assert code == 0, err
     assert "Table 2, targets on torch fp32" in out and "Deployment gap" in out
     assert "pixel accuracy (%)" in out and "mIoU (%)" in out
@@ -105,11 +93,11 @@ def test_table_output(transfer_run, capsys):
     assert "4 reused from the cache" in out
 
 
-def test_diagonal_equals_the_whitebox_command_for_the_same_examples(transfer_run, tmp_path, capsys):
+def test_diagonal_equals_the_whitebox_command_for_the_same_examples(transfer_run, tmp_path, run_cli):
     _, records = transfer_run
     whitebox = tmp_path / "whitebox.json"
     code, _, err = run_cli(["whitebox", "--models", VGG, RESNET, "--columns", ATTACKS, "--n-images", str(N_IMAGES),
-                            "--json", str(whitebox)], capsys)
+                            "--json", str(whitebox)])
     assert code == 0, err
     expected = {(r["model"], r["attack"]): r for r in json.loads(whitebox.read_text())["results"]}
     diagonal = [r for r in records if r["engine"] == "torch" and r.get("white_box")]
@@ -125,7 +113,7 @@ def test_diagonal_equals_the_whitebox_command_for_the_same_examples(transfer_run
     # The stored examples are exactly those `attack --save-adv` writes.
     adv_dir = tmp_path / "adv"
     code, _, err = run_cli(["attack", "--model", VGG, "--attack", "pgd", "--steps", "2", "--n-images", str(N_IMAGES),
-                            "--save-adv", str(adv_dir)], capsys)
+                            "--save-adv", str(adv_dir)])
     assert code == 0, err
     (saved,) = adv_dir.iterdir()
     stored = load_adversarial(next(p for p in _cache_files() if f"{VGG}--reduced--pgd-2--" in p.name))
@@ -208,18 +196,18 @@ def test_parsing():
     ("--attacks", "mifgsm,cw", "unknown attack 'cw' in --attacks"),
     ("--eps", "300", "eps 300.0 is outside (0, 255]"),
 ])
-def test_cli_errors_are_one_line_with_exit_2(option, value, message, capsys):
-    code, out, err = run_cli(["transfer", option, value], capsys)
+def test_cli_errors_are_one_line_with_exit_2(option, value, message, run_cli):
+    code, out, err = run_cli(["transfer", option, value])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_torch_alone_runs_no_int8_and_trt_without_gpu_is_the_factorys_error(capsys):
-    code, _, err = run_cli(["transfer", "--engines", "torch", "--precisions", "int8"], capsys)
+def test_torch_alone_runs_no_int8_and_trt_without_gpu_is_the_factorys_error(run_cli):
+    code, _, err = run_cli(["transfer", "--engines", "torch", "--precisions", "int8"])
     assert code == 2 and "torch runs fp32 only" in err and len(err.strip().splitlines()) == 1
     reason = tensorrt_missing()
     if reason is None:
         pytest.skip("TensorRT is usable here")
-    code, _, err = run_cli(["transfer", "--engines", "torch,trt"], capsys)
+    code, _, err = run_cli(["transfer", "--engines", "torch,trt"])
     assert code == 2 and err.startswith("error: engine trt on cuda is not usable here: ")
     assert len(err.strip().splitlines()) == 1
 

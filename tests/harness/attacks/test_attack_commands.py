@@ -10,7 +10,6 @@ import torch
 
 from harness.attacks.store import load_adversarial
 from harness.checkpoints import default_checkpoint_path
-from harness.cli import main
 from harness.data import data_key
 from harness.fileio import sha256_file
 from harness.metrics import ConfusionMatrix
@@ -24,20 +23,11 @@ def checkpoint(trained_model, synthetic_train):
     return default_checkpoint_path(MODEL, "reduced", data_key(synthetic_train))
 
 
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_attack_prints_both_scores_writes_records_and_exact_examples(checkpoint, synthetic_val, tmp_path, capsys):
+def test_attack_prints_both_scores_writes_records_and_exact_examples(checkpoint, synthetic_val, tmp_path, run_cli):
     results, adv_dir = tmp_path / "r.json", tmp_path / "adv"
     code, out, err = run_cli(["attack", "--model", MODEL, "--attack", "pgd", "--steps", "2", "--n-images", "3",
                               "--batch-size", "2", "--seed", "4", "--json", str(results),
-                              "--save-adv", str(adv_dir)], capsys)
+                              "--save-adv", str(adv_dir)])
     assert code == 0, err
     assert "clean" in out and "pgd-2" in out and "mIoU" in out  # narrow consoles wrap "pixel acc"
     clean, adv = json.loads(results.read_text())["results"]
@@ -65,10 +55,10 @@ def test_attack_prints_both_scores_writes_records_and_exact_examples(checkpoint,
     assert confusion.scores().pixel_accuracy == adv["pixel_accuracy"]
 
 
-def test_whitebox_table(checkpoint, tmp_path, capsys):
+def test_whitebox_table(checkpoint, tmp_path, run_cli):
     results = tmp_path / "t1.json"
     code, out, err = run_cli(["whitebox", "--models", MODEL, "--columns", "fgsm,mifgsm-2,pgd-2", "--n-images", "2",
-                              "--json", str(results)], capsys)
+                              "--json", str(results)])
     assert code == 0, err
     assert "pixel accuracy" in out and "mIoU" in out and "mifgsm-2" in out
     records = json.loads(results.read_text())["results"]
@@ -77,10 +67,10 @@ def test_whitebox_table(checkpoint, tmp_path, capsys):
     assert all(r["model"] == MODEL and r["n_images"] == 2 for r in records)
 
 
-def test_sweep_writes_json_and_png(checkpoint, tmp_path, capsys):
+def test_sweep_writes_json_and_png(checkpoint, tmp_path, run_cli):
     results, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
     code, out, err = run_cli(["sweep", "--models", MODEL, "--sweep-steps", "2,1", "--n-images", "2",
-                              "--json", str(results), "--png", str(png)], capsys)
+                              "--json", str(results), "--png", str(png)])
     assert code == 0, err
     records = json.loads(results.read_text())["results"]
     assert [(r["attack"], r["params"].get("steps"), r["params"].get("alpha")) for r in records] == [
@@ -110,8 +100,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a[1:]) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
-    code, out, err = run_cli(argv, capsys)
+def test_bad_input_is_one_line_and_exit_2(argv, message, run_cli):
+    code, out, err = run_cli(argv)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
