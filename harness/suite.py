@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
     if wb is not None:
         attacks = {name: table1_attacks(wb, name) for name in config.models.names}
         with progress.phase("table1", f"Table 1: white-box attacks on {wb.n_images} images") as phase:
-            outcome = run_whitebox(models, attacks, val.subset(wb.n_images), _settings(settings, wb.seed),
+            outcome = run_whitebox(models, attacks, val.subset(wb.n_images), replace(settings, seed=wb.seed),
                                    "table1", _work(phase, "gradients", "crafting", _total(attacks, wb.n_images)))
         records += outcome.records
         sets = outcome.sets
@@ -101,7 +101,7 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
         sw = config.sweep
         attacks = {name: sweep_attacks(sw) for name in sw.models}
         with progress.phase("sweep", f"Figure 3: PGD sweep on {sw.n_images} images") as phase:
-            outcome = run_whitebox(models, attacks, val.subset(sw.n_images), _settings(settings, sw.seed),
+            outcome = run_whitebox(models, attacks, val.subset(sw.n_images), replace(settings, seed=sw.seed),
                                    "sweep", _work(phase, "gradients", "crafting", _total(attacks, sw.n_images)))
         records += outcome.records
         _write_sweep(out_dir, config, outcome.records)
@@ -179,11 +179,6 @@ def _needs_int8(config: SuiteConfig) -> bool:
     return deployment_int8 or (config.square is not None and config.square.precision == "int8")
 
 
-def _settings(base: TransferSettings, seed: int) -> TransferSettings:
-    return TransferSettings(size=base.size, seed=seed, batch_size=base.batch_size, device=base.device,
-                            engine_device=base.engine_device, calibration=base.calibration)
-
-
 def _total(attacks: Mapping[str, list[Any]], n_images: int) -> int:
     return sum(gradients(a, n_images) for a in attacks.values())
 
@@ -248,7 +243,7 @@ def _transfer(config: SuiteConfig, models: Mapping[str, LoadedModel], val: Segme
             phase.advance("gradients" if kind == "gradients" else "images", n, what)
 
         result = run_transfer(models, tr.sources, tr.targets, choices, attacks, val.subset(tr.n_images),
-                              _settings(settings, tr.seed), on_work)
+                              replace(settings, seed=tr.seed), on_work)
     return [{**record, "experiments": ["transfer"]} for record in result.records]
 
 
