@@ -8,11 +8,8 @@ interrupted one continues where it stopped, and anything else starts afresh.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +17,9 @@ import numpy as np
 from engines.base import Engine
 from engines.factory import create_engine
 from harness.attacks.square import SquareAttack, SquareConfig, SquareState
-from harness.attacks.square_state import load_state, save_state
+from harness.attacks.square_state import load_state, run_context, save_state, state_path
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
-from harness.fileio import cache_dir
 from harness.metrics import ConfusionMatrix
 from harness.suite_config import SquareSpec
 from harness.transfer import LoadedModel, engine_scores
@@ -71,8 +67,7 @@ def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: Segmen
                                                seconds=clean_seconds))
             curves = []
             for config in configs(spec):
-                context = {"model": name, "size": source["size"], "weights_sha256": source["sha256"], "engine": info,
-                           "data": data.describe(), "n_images": len(data), "config": config.as_dict()}
+                context = run_context(name, source["size"], source["sha256"], info, data.describe(), len(data), config)
                 label = f"{name} {spec.engine} {spec.precision} {config.init}"
                 state, reused = _run(engine, config, context, images, labels, label, on_progress)
                 confusion = ConfusionMatrix(data.num_classes)
@@ -89,18 +84,11 @@ def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: Segmen
     return outcome
 
 
-def state_path(context: Mapping[str, Any]) -> Path:
-    """Where the state of the run that ``context`` describes is kept."""
-    key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    engine = context["engine"]
-    return cache_dir() / "square" / f"suite-{context['model']}-{engine['name']}-{engine['precision']}-{key}.npz"
-
-
 def _run(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
          label: str, on_progress: ProgressCallback | None) -> tuple[SquareState, bool]:
     """The finished run: the saved one when finished, else continued from its saved state or started afresh.
     Returns (state, whether the saved run was reused as it was)."""
-    path = state_path(context)
+    path = state_path(context, prefix="suite-")
     state: SquareState | None = None
     if path.is_file():
         try:

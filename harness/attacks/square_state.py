@@ -7,19 +7,37 @@ JSON header (config, iteration, generator state, curve, timings, fingerprint, an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.attacks.square import CurvePoint, SquareConfig, SquareState
 from harness.errors import HarnessError
-from harness.fileio import atomic_path
+from harness.fileio import atomic_path, cache_dir
 
 STATE_VERSION = 1
 _ARRAYS = ("x_best", "best_loss", "best_pred", "correct", "labelled", "queries")
+
+
+def run_context(model: str, size: str, weights_sha256: str, engine_info: dict[str, Any], data: dict[str, Any],
+                n_images: int, config: SquareConfig) -> dict[str, Any]:
+    """What a saved run must have been run with to be continued: the same weights, engine (name,
+    precision, device, library, artifact), images (``data``: the data set's description) and attack."""
+    return {"model": model, "size": size, "weights_sha256": weights_sha256, "engine": engine_info, "data": data,
+            "n_images": n_images, "config": config.as_dict()}
+
+
+def state_path(context: dict[str, Any], prefix: str = "") -> Path:
+    """Where the state of the run that ``context`` (see :func:`run_context`) describes is kept, in the cache;
+    ``prefix`` keeps one caller's runs apart from another's."""
+    key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
+    engine = context["engine"]
+    return cache_dir() / "square" / f"{prefix}{context['model']}-{engine['name']}-{engine['precision']}-{key}.npz"
 
 
 def save_state(path: str | os.PathLike, state: SquareState, context: dict[str, Any]) -> None:

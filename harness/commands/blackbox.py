@@ -9,8 +9,6 @@ images from vertical and from horizontal stripes: the paper's Figure 4.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import signal
 import sys
 import time
@@ -28,7 +26,7 @@ from engines.base import Engine
 from harness.attacks.base import check_eps
 from harness.attacks.oracle import ORACLES
 from harness.attacks.square import INITS, SquareAttack, SquareConfig, SquareState
-from harness.attacks.square_state import load_state, save_state
+from harness.attacks.square_state import load_state, run_context, save_state, state_path
 from harness.commands.common import (
     add_data_arguments,
     add_model_arguments,
@@ -41,7 +39,7 @@ from harness.commands.common import (
 from harness.commands.engine_options import add_engine_arguments, engine_from_args
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
-from harness.fileio import cache_dir, write_json_atomic
+from harness.fileio import write_json_atomic
 from harness.metrics import ConfusionMatrix, Scores
 from reports.figures import plot_square_curves
 from reports.results import make_record, write_results
@@ -92,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
     configs = _configs(args)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
-    images, labels = _arrays(data)
+    images, labels = (np.ascontiguousarray(t.numpy()) for t in data.tensors(slice(None)))
     model, source = load_model(args, data)
     with engine_from_args(args, model, source, data) as engine:
-        contexts = [_context(args, engine, data, source, config) for config in configs]
-        if args.resume and not any(_state_path(context).is_file() for context in contexts):
+        contexts = [run_context(args.model, args.size, source["sha256"], engine.info.as_dict(), data.describe(),
+                                len(data), config) for config in configs]
+        if args.resume and not any(state_path(context).is_file() for context in contexts):
             raise HarnessError("no saved Square Attack state of this run (same model, engine, images and "
                                "attack options) to resume; start it without --resume")
         clean, clean_seconds = _clean_scores(engine, images, labels, data.num_classes)
@@ -127,12 +126,6 @@ def _configs(args: argparse.Namespace) -> list[SquareConfig]:
                          seed=args.seed) for init in inits]
 
 
-def _arrays(data: SegmentationData) -> tuple[np.ndarray, np.ndarray]:
-    """Images float32 (N, 3, H, W) in [0, 1] and labels int64 (N, H, W), as numpy."""
-    images = (data.images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0))
-    return np.ascontiguousarray(images), data.labels.astype(np.int64)
-
-
 def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int
                   ) -> tuple[Scores, float]:
     start = time.perf_counter()
@@ -141,27 +134,12 @@ def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_cl
     return confusion.scores(), time.perf_counter() - start
 
 
-def _context(args: argparse.Namespace, engine: Engine, data: SegmentationData, source: dict[str, Any],
-             config: SquareConfig) -> dict[str, Any]:
-    """What a saved state must have been run with to be continued by this command: the same weights,
-    engine (name, precision, device, library, artifact), images and attack parameters."""
-    return {"model": args.model, "size": args.size, "weights_sha256": source["sha256"],
-            "engine": engine.info.as_dict(), "data": data.describe(), "n_images": len(data),
-            "config": config.as_dict()}
-
-
-def _state_path(context: dict[str, Any]) -> Path:
-    key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
-    engine = context["engine"]
-    return cache_dir() / "square" / f"{context['model']}-{engine['name']}-{engine['precision']}-{key}.npz"
-
-
 def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
             data: SegmentationData, args: argparse.Namespace) -> Outcome | None:
     """Run one attack, or with ``--resume`` continue its saved state (a run of ``--init both`` that was
     stopped in its first half has no state for its second yet: that one starts afresh). None when the
     user stopped it; its state is saved then."""
-    path = _state_path(context)
+    path = state_path(context)
     state = load_state(path, context) if args.resume and path.is_file() else None
     if state is None and path.is_file() and not args.resume:
         print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)",
