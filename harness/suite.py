@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.factory import artifact_for, resolve_device
+from engines.factory import artifact_for
 from harness import __version__
 from harness.commands.common import set_threads
 from harness.data import SegmentationData, load_data
@@ -37,7 +37,15 @@ from harness.suite_square import run_square
 from harness.suite_training import ensure_models, missing_models, train_config
 from harness.suite_whitebox import example_arrays, gradients, run_whitebox, sweep_attacks, table1_attacks
 from harness.training import StepReport, TrainConfig
-from harness.transfer import EngineChoice, LoadedModel, TransferSettings, engine_choices, parse_attacks, run_transfer
+from harness.transfer import (
+    EngineChoice,
+    LoadedModel,
+    TransferSettings,
+    check_engines,
+    engine_choices,
+    parse_attacks,
+    run_transfer,
+)
 from reports.regression import record_key
 from reports.results import write_results
 
@@ -170,8 +178,7 @@ def _check_engines(config: SuiteConfig) -> None:
     pairs = set(config.deployment.pairs()) if config.transfer is not None else set()
     if config.square is not None:
         pairs.add((config.square.engine, config.square.precision))
-    for engine, precision in sorted(pairs):
-        resolve_device(engine, precision, config.deployment.device)
+    check_engines([EngineChoice(engine, precision) for engine, precision in sorted(pairs)], config.deployment.device)
 
 
 def _needs_int8(config: SuiteConfig) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ import torch
 from engines.availability import ENGINES, PRECISIONS
 from engines.base import Engine
 from engines.factory import create_engine, resolve_device
-from harness.attacks import Attack, make_attack
+from harness.attacks import Attack, attacks_from_names
 from harness.attacks.evaluation import evaluate_attack
 from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
 from harness.commands.common import load_model
@@ -124,18 +123,8 @@ def parse_models(text: str, option: str) -> list[str]:
 
 
 def parse_attacks(text: str, eps: float) -> list[Attack]:
-    """``mifgsm,pgd20`` -> attacks. Names: fgsm, mifgsm[-N], pgd[-N] (N steps, default 20; ``pgd20`` works too)."""
-    attacks = []
-    for item in split_list(text, "--attacks"):
-        match = re.fullmatch(r"(fgsm|mifgsm|pgd)-?(\d*)", item)
-        if match is None or (match[1] == "fgsm" and match[2]):
-            raise HarnessError(f"unknown attack {item!r} in --attacks; use fgsm, mifgsm[-N] or pgd[-N] "
-                               "(e.g. mifgsm,pgd20)")
-        attacks.append(make_attack(match[1], eps, int(match[2]) if match[2] else None))
-    labels = [a.label for a in attacks]
-    if len(set(labels)) != len(labels):
-        raise HarnessError(f"--attacks names an attack twice: {text}")
-    return attacks
+    """``mifgsm,pgd20`` -> attacks (see :func:`harness.attacks.attacks_from_names`); repeats are dropped."""
+    return attacks_from_names(split_list(text, "--attacks"), eps, "--attacks")
 
 
 def engine_choices(engines: Sequence[str], precisions: Sequence[str]) -> list[EngineChoice]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.attacks import Attack, make_attack
+from harness.attacks import Attack, attacks_from_names
 from harness.commands.common import console, data_from_args, load_model, set_threads
 from harness.commands.whitebox_common import (
     add_run_arguments,
@@ -13,7 +13,6 @@ from harness.commands.whitebox_common import (
     resolve_device,
     run_attack,
 )
-from harness.errors import HarnessError
 from harness.models import MODELS, SIZES
 from reports.results import write_results
 from reports.tables import robustness_table
@@ -36,17 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_columns(text: str, eps: float) -> list[Attack]:
-    """``fgsm,mifgsm-20,pgd-100`` -> attacks with their default step sizes; HarnessError on a bad name."""
-    attacks = []
-    for item in (part.strip() for part in text.split(",")):
-        name, _, steps = item.partition("-")
-        if name not in ("fgsm", "mifgsm", "pgd") or (name == "fgsm" and steps) or (steps and not steps.isdigit()):
-            raise HarnessError(f"unknown column {item!r} in --columns; use fgsm, mifgsm-N or pgd-N")
-        attacks.append(make_attack(name, eps, int(steps) if steps else None))
-    labels = [a.label for a in attacks]
-    if len(set(labels)) != len(labels):
-        raise HarnessError(f"--columns names a column twice: {text}")
-    return attacks
+    """``fgsm,mifgsm-20,pgd-100`` -> attacks with their default step sizes; HarnessError on a bad or repeated name."""
+    return attacks_from_names([part.strip() for part in text.split(",")], eps, "--columns", "column")
 
 
 def run(args: argparse.Namespace) -> int:

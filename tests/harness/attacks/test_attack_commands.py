@@ -92,6 +92,7 @@ BAD = [
     (["attack", "--model", MODEL, "--attack", "pgd", "--checkpoint", "/nonexistent.safetensors"],
      "does not exist"),
     (["whitebox", "--columns", "fgsm,pgd-x"], "unknown column 'pgd-x'"),
+    (["whitebox", "--columns", "pgd-20,pgd20"], "--columns names the same column twice"),
     (["whitebox", "--columns", "pgd-20,pgd-20"], "twice"),
     (["whitebox", "--eps", "300"], "outside (0, 255]"),
     (["sweep", "--sweep-steps", "0,20"], "must be >= 1"),
