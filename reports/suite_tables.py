@@ -10,11 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from reports.tables import deployment_gap_table, robustness_table, transfer_table
-
-
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.2f}"
+from reports.tables import deployment_gap_table, percent, robustness_table, transfer_table
 
 
 def of_experiment(records: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
@@ -88,11 +84,11 @@ def square(records: list[dict[str, Any]]) -> list[Table]:
     for r in selected:
         if r["attack"] != "square":
             continue
-        base = clean.get((r["model"], r["engine"], r["precision"], r["n_images"]))
+        base = clean.get((r["model"], r["engine"], r["precision"], r["n_images"]), {})
         seconds = max(float(r["seconds"]), 1e-9)
-        clean_acc, clean_miou = ("-", "-") if base is None else (_pct(base["pixel_accuracy"]), _pct(base["mean_iou"]))
         table.add_row(r["model"], f"{r['engine']} {r['precision']}", r["params"]["init"], str(r["params"]["queries"]),
-                      clean_acc, _pct(r["pixel_accuracy"]), clean_miou, _pct(r["mean_iou"]),
+                      percent(base.get("pixel_accuracy")), percent(r["pixel_accuracy"]), percent(base.get("mean_iou")),
+                      percent(r["mean_iou"]),
                       f"{r['queries'] / seconds:.0f}", f"{100 * r.get('engine_seconds', 0.0) / seconds:.0f} %")
     return [table]
 

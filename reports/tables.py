@@ -24,6 +24,11 @@ def scores_table(title: str, class_names: list[str], rows: list[tuple[str, Score
     return table
 
 
+def percent(fraction: float | None) -> str:
+    """A fraction in [0, 1] as a table cell in % with two decimals; "-" for a missing value."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
 def attack_label(record: dict[str, Any]) -> str:
     """The column name of a record: ``clean``, ``fgsm``, ``mifgsm-20``, ``pgd-100``, ..."""
     if record["attack"] == "none":
@@ -53,12 +58,8 @@ def robustness_table(title: str, records: list[dict[str, Any]], metric: str = "p
         table.add_column(column, justify="right")
     for model in models:
         values = [cells.get((model, c)) for c in columns]
-        table.add_row(model, *("-" if v is None else f"{100 * v:.2f}" for v in values))
+        table.add_row(model, *(percent(v) for v in values))
     return table
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def transfer_table(title: str, records: list[dict[str, Any]], metric: str = "pixel_accuracy",
@@ -79,11 +80,11 @@ def transfer_table(title: str, records: list[dict[str, Any]], metric: str = "pix
     for target in targets:
         table.add_column(target, justify="right")
     if any(r["attack"] == "none" for r in selected):
-        table.add_row("", "clean", *(_percent(cells.get((None, "clean", t))) for t in targets))
+        table.add_row("", "clean", *(percent(cells.get((None, "clean", t))) for t in targets))
         table.add_section()
     previous = None
     for source, attack in rows:
-        values = [_percent(cells.get((source, attack, t))) + ("*" if t == source else "") for t in targets]
+        values = [percent(cells.get((source, attack, t))) + ("*" if t == source else "") for t in targets]
         table.add_row(source if source != previous else "", attack, *values)
         previous = source
     return table
@@ -116,8 +117,8 @@ def deployment_gap_table(title: str, records: list[dict[str, Any]], metric: str 
                 value = cells.get((model, label, column))
                 if value is not None and ref is not None and column != reference \
                         and abs(100 * (value - ref)) > threshold:
-                    row.append(Text(f"{_percent(value)} ({100 * (value - ref):+.1f})", style="bold yellow"))
+                    row.append(Text(f"{percent(value)} ({100 * (value - ref):+.1f})", style="bold yellow"))
                 else:
-                    row.append(_percent(value))
+                    row.append(percent(value))
             table.add_row(model if j == 0 else "", label, *row)
     return table
