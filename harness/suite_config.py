@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.availability import DEVICES, ENGINES, PRECISIONS
+from harness.attacks import attacks_from_names
 from harness.attacks.oracle import ORACLES
 from harness.attacks.square import INITS
 from harness.data import DATA_SOURCES
@@ -415,8 +416,11 @@ class _Table:
         return {m: (int(v) if positive_int else float(v)) for m, v in table.items()}
 
     def check_attack_label(self, key: str, label: str) -> None:
-        """``fgsm``, ``mifgsm-N`` or ``pgd-N`` (N >= 1)."""
-        name, dash, steps = label.partition("-")
-        ok = (name == "fgsm" and not dash) or (name in ("mifgsm", "pgd") and steps.isdigit() and int(steps) >= 1)
-        if not ok:
+        """``fgsm``, ``mifgsm-N`` or ``pgd-N`` (N >= 1), written as the attack's own label: the suite finds
+        columns, skips and example sets by that label."""
+        try:
+            (attack,) = attacks_from_names([label], 8.0, key)
+        except HarnessError:
+            attack = None
+        if attack is None or attack.label != label:
             raise self.error(key, f"{label!r} is not an attack column ({WHITEBOX_COLUMNS_HELP})")
