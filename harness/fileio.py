@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -51,6 +53,20 @@ def _new_temp_file(target: Path) -> tuple[Path, int]:
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """The JSON document in ``path``; a one-line HarnessError, prefixed with ``what`` (e.g. "results file "),
+    when it is missing, unreadable or not JSON (a truncated write, say)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise HarnessError(f"{what}{path} does not exist") from None
+    except OSError as e:
+        raise HarnessError(f"{what}{path} cannot be read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{what}{path} is not valid JSON ({e}); re-run to regenerate it") from None
 
 
 def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:

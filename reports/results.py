@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from datetime import UTC, datetime
@@ -10,7 +9,7 @@ from typing import Any
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.fileio import write_json_atomic
+from harness.fileio import read_json, write_json_atomic
 from harness.metrics import Scores
 
 SCHEMA = 1
@@ -56,15 +55,7 @@ def write_results(path: str | os.PathLike, records: list[dict[str, Any]]) -> Non
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a results.json; a missing, corrupt or foreign file is a HarnessError."""
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise HarnessError(f"results file {path} does not exist") from None
-    except OSError as e:
-        raise HarnessError(f"results file {path} cannot be read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HarnessError(f"results file {path} is not valid JSON ({e}); re-run to regenerate it") from None
+    doc = read_json(path, "results file ")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("results"), list):
         raise HarnessError(f"results file {path} is not a harness results document of schema {SCHEMA}")
     for i, record in enumerate(doc["results"]):

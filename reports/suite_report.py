@@ -7,7 +7,6 @@ suite run; :func:`render_report` overwrites the report directory's files atomica
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from rich.text import Text
 
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
-from harness.fileio import write_bytes_atomic
+from harness.fileio import read_json, write_bytes_atomic
 from harness.suite_config import CheckSpec
 from reports import suite_tables
 from reports.example_grid import plot_example_grid
@@ -133,12 +132,7 @@ def _json(path: Path, optional: bool = False, keys: tuple[str, ...] = ()) -> Any
     """The JSON object in ``path`` holding ``keys`` (None when ``optional`` and absent); HarnessError otherwise."""
     if optional and not path.exists():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HarnessError(f"{path} cannot be read ({e}); re-run the suite to regenerate it") from None
+    doc = read_json(path)
     missing = [k for k in keys if not isinstance(doc, dict) or k not in doc]
     if missing:
         raise HarnessError(f"{path} is not what a suite run writes (no {missing[0]!r}); re-run the suite")
