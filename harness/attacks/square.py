@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from harness.attacks.base import check_eps
-from harness.attacks.oracle import ORACLES, oracle_loss, predictions
+from harness.attacks.oracle import ORACLES, Oracle
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
@@ -161,7 +161,7 @@ def stripe_init(images: np.ndarray, radius: float, init: str, rng: np.random.Gen
     added to ``images`` float32 (N, 3, H, W) and clipped to [0, 1]. Vertical stripes are columns."""
     n, c, h, w = images.shape
     shape = (n, c, 1, w) if init == "vertical" else (n, c, h, 1)
-    delta = _signs(rng, shape) * np.float32(radius)
+    delta = _signed(radius, rng, shape)
     return np.clip(images + delta, 0, 1).astype(np.float32)
 
 
@@ -173,8 +173,9 @@ def fingerprint(images: np.ndarray, labels: np.ndarray, config: SquareConfig) ->
     return digest.hexdigest()
 
 
-def _signs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    return (rng.integers(0, 2, size=shape, dtype=np.int8) * 2 - 1).astype(np.float32)
+def _signed(radius: float, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 array of ``shape`` whose values are -radius or +radius, each with probability 1/2."""
+    return np.array([-radius, radius], dtype=np.float32)[rng.integers(0, 2, size=shape, dtype=np.int8)]
 
 
 class SquareAttack:
@@ -204,10 +205,11 @@ class SquareAttack:
         """
         images, labels = self._validate(images, labels)
         expected = fingerprint(images, labels, self.config)
+        oracle = Oracle(self.config.loss, labels)
         start = time.perf_counter()
         if state is None:
             rng = np.random.default_rng(self.config.seed)
-            state = self._initial(engine, images, labels, rng)
+            state = self._initial(engine, images, labels, oracle, rng)
             state.seconds += time.perf_counter() - start
             if on_iteration is not None:
                 on_iteration(state)
@@ -218,11 +220,12 @@ class SquareAttack:
             rng.bit_generator.state = state.rng
         while not state.finished and not (should_stop is not None and should_stop()):
             t0 = time.perf_counter()
-            self._step(engine, images, labels, state, rng)
-            state.rng = rng.bit_generator.state
+            self._step(engine, images, oracle, state, rng)
             state.seconds += time.perf_counter() - t0
             if on_iteration is not None:
+                state.rng = rng.bit_generator.state  # copying it costs as much as a numpy call: only when seen
                 on_iteration(state)
+        state.rng = rng.bit_generator.state
         return state
 
     def _validate(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,41 +255,41 @@ class SquareAttack:
             state.engine_seconds += seconds
         return logits, seconds
 
-    def _initial(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray,
+    def _initial(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray, oracle: Oracle,
                  rng: np.random.Generator) -> SquareState:
         cfg = self.config
         x_init = stripe_init(images, cfg.radius, cfg.init, rng)
         logits, seconds = self._query(engine, x_init, None)
-        if not 1 < logits.shape[1] <= IGNORE_INDEX or labels[labels != IGNORE_INDEX].max() >= logits.shape[1]:
-            raise HarnessError(f"the engine returned {logits.shape[1]} classes, which does not fit the labels")
-        pred, correct = predictions(logits, labels)
+        if not 1 < logits.shape[1] <= IGNORE_INDEX:
+            raise HarnessError(f"the engine returned {logits.shape[1]} classes; expected 2 to {IGNORE_INDEX}")
+        pred, correct = oracle.predictions(logits)
         state = SquareState(
-            config=cfg, x_best=x_init, best_loss=oracle_loss(cfg.loss, logits, labels), best_pred=pred,
+            config=cfg, x_best=x_init, best_loss=oracle.loss(logits), best_pred=pred,
             correct=correct, labelled=(labels != IGNORE_INDEX).sum(axis=(1, 2)).astype(np.int64),
             queries=np.ones(len(images), dtype=np.int64), iteration=0, rng=rng.bit_generator.state,
             fingerprint=fingerprint(images, labels, cfg), engine_seconds=seconds)
         state.curve.append(CurvePoint(1, state.pixel_accuracy, state.mean_loss))
         return state
 
-    def _step(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray, state: SquareState,
+    def _step(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle, state: SquareState,
               rng: np.random.Generator) -> None:
         """One iteration: a square candidate per active image, one engine call, keep improvements."""
         cfg = self.config
         active = state.active
-        # While every image is attacked, views spare copying the clean images and labels each iteration.
-        everyone = active.size == len(images)
-        clean = images if everyone else images[active]
-        targets = labels if everyone else labels[active]
-        candidates = state.x_best[active]  # fancy indexing copies: the candidates are built in place
+        # While every image is attacked, views spare copying the clean images each iteration.
+        rows = None if active.size == len(images) else active
+        clean = images if rows is None else images[rows]
+        # The candidates are built in place, in a copy of the best images.
+        candidates = state.x_best.copy() if rows is None else state.x_best[rows]
         side = square_side(p_fraction(cfg.p_init, state.iteration, cfg.queries), *images.shape[2:])
         self._place_squares(candidates, clean, side, rng)
         logits, _ = self._query(engine, candidates, state)
-        loss = oracle_loss(cfg.loss, logits, targets)
+        loss = oracle.loss(logits, rows)
         better = loss > state.best_loss[active]
         won = active[better]
         state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
-        state.best_pred[won], state.correct[won] = predictions(logits[better], targets[better])
+        state.best_pred[won], state.correct[won] = oracle.predictions(logits[better], won)
         state.queries[active] += 1
         state.iteration += 1
         spent = 1 + state.iteration
@@ -309,9 +312,9 @@ class SquareAttack:
         squares = np.empty_like(clean)
         redraw = np.arange(n)
         while redraw.size:
-            signs = _signs(rng, (redraw.size, c, 1, 1))
+            signs = _signed(self.config.radius, rng, (redraw.size, c, 1, 1))  # one colour per image and channel
             # x ± ε lies on the ε-ball's boundary already: only [0, 1] can cut it.
-            squares[redraw] = np.clip(clean[redraw] + signs * np.float32(self.config.radius), 0, 1)
+            squares[redraw] = np.clip(clean[redraw] + signs, 0, 1)
             unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
             redraw = redraw[unchanged]
         best[window] = squares

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from harness.attacks.oracle import oracle_loss, predictions
+from harness.attacks.loss import pixel_cross_entropy
+from harness.attacks.oracle import Oracle, argmax_classes
 from harness.attacks.square import (
     SquareAttack,
     SquareConfig,
@@ -89,9 +91,29 @@ def test_margin_oracle_is_the_mean_negated_correct_class_margin_over_labelled_pi
     logits[0, :, 0, 1] = [0, 5, 4]   # label 2: margin 4 - 5 = -1
     logits[0, :, 0, 2] = [9, 0, 0]   # ignored
     labels = np.array([[[0, 2, IGNORE_INDEX]]], dtype=np.int64)
-    assert oracle_loss("margin", logits, labels) == pytest.approx([(-2 + 1) / 2])
-    pred, correct = predictions(logits, labels)
+    oracle = Oracle("margin", labels)
+    assert oracle.loss(logits) == pytest.approx([(-2 + 1) / 2])
+    pred, correct = oracle.predictions(logits)
     assert pred.tolist() == [[[0, 1, 0]]] and correct.tolist() == [1]
+
+
+@pytest.mark.parametrize("scale", [3.0, 400.0])  # 400: beyond float32's exp, the max-shifted path
+def test_ce_oracle_is_the_white_box_cross_entropy_for_any_subset_of_images(scale):
+    rng = np.random.default_rng(5)
+    logits = (scale * rng.normal(size=(4, 6, 7, 9))).astype(np.float32)
+    labels = rng.integers(0, 6, size=(4, 7, 9))
+    labels[rng.random(labels.shape) < 0.3] = IGNORE_INDEX
+    expected = pixel_cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).double().numpy()
+    oracle = Oracle("ce", labels)
+    assert np.allclose(oracle.loss(logits), expected, rtol=1e-5, atol=1e-6)
+    rows = np.array([1, 3])
+    assert np.allclose(oracle.loss(logits[rows], rows), expected[rows], rtol=1e-5, atol=1e-6)
+    margin = Oracle("margin", labels)
+    assert np.allclose(margin.loss(logits[rows], rows), margin.loss(logits)[rows])
+    _, correct = oracle.predictions(logits[rows], rows)
+    assert np.array_equal(correct, ((logits[rows].argmax(axis=1) == labels[rows]).sum(axis=(1, 2))))
+    with pytest.raises(HarnessError, match="6 classes"):
+        Oracle("ce", np.where(labels == 0, 6, labels)).loss(logits)
 
 
 def test_predictions_are_numpy_argmax_with_the_first_maximum_on_ties():
@@ -100,9 +122,11 @@ def test_predictions_are_numpy_argmax_with_the_first_maximum_on_ties():
     logits[:, 3] = np.where(rng.random((3, 9, 11)) < 0.5, logits[:, 1], logits[:, 3])  # ties between 1 and 3
     logits[0, :, 0, 0] = 2.0  # all classes tie
     labels = rng.integers(0, 5, size=(3, 9, 11))
-    pred, correct = predictions(logits, labels)
+    pred, correct = Oracle("ce", labels).predictions(logits)
     assert pred.dtype == np.uint8 and np.array_equal(pred, logits.argmax(axis=1))
     assert correct.tolist() == (logits.argmax(axis=1) == labels).sum(axis=(1, 2)).tolist()
+    logits[1, 2, 4, 4] = np.nan  # no maximum: the last class, never an index out of range
+    assert argmax_classes(logits)[1, 4, 4] == 4
 
 
 def test_bad_parameters_and_inputs_are_one_line_errors(batch):
@@ -152,13 +176,14 @@ def numpy_classifier(synthetic_train):
 def test_the_attack_needs_nothing_but_a_function_from_pixels_to_logits(numpy_classifier, batch):
     images, labels = batch
     engine = types.SimpleNamespace(infer=numpy_classifier)  # the whole "engine"
-    clean_loss = oracle_loss("ce", numpy_classifier(images), labels)
+    oracle = Oracle("ce", labels)
+    clean_loss = oracle.loss(numpy_classifier(images))
     state = SquareAttack(SquareConfig(queries=100, seed=0, **STRONG)).run(engine, images, labels)
     print(f"numpy classifier: clean loss {clean_loss.mean():.4f}, after 100 queries {state.mean_loss:.4f}")
     assert np.all(state.queries <= 100)
     assert np.abs(state.x_best - images).max() <= STRONG["eps"] / 255 + 1e-6
     assert np.all(state.best_loss >= clean_loss) and state.mean_loss > clean_loss.mean()
-    assert np.allclose(oracle_loss("ce", numpy_classifier(state.x_best), labels), state.best_loss, atol=1e-5)
+    assert np.allclose(oracle.loss(numpy_classifier(state.x_best)), state.best_loss, atol=1e-5)
 
 
 # ---------------------------------------------------------------- a real ONNX Runtime engine of a trained model
@@ -199,7 +224,7 @@ def acceptance_run(ort_engine, batch):
         history.append((len(recorder.batches), state.best_loss.copy(), state.queries.copy()))
 
     engine_queries = ort_engine.queries
-    clean = predictions(ort_engine.infer(images), labels)[1].sum() / (labels != IGNORE_INDEX).sum()
+    clean = Oracle("ce", labels).predictions(ort_engine.infer(images))[1].sum() / (labels != IGNORE_INDEX).sum()
     state = SquareAttack(SquareConfig(queries=BUDGET, seed=0, **STRONG)).run(recorder, images, labels,
                                                                             on_iteration=watch)
     spent_by_engine = ort_engine.queries - engine_queries - len(images)
@@ -245,8 +270,9 @@ def test_each_images_best_loss_never_decreases_and_is_what_the_engine_says(accep
         assert np.all(after >= before)
     assert history[-1][1].min() > history[0][1].min() or np.any(history[-1][1] > history[0][1])
     logits = ort_engine.infer(state.x_best)
-    assert np.allclose(oracle_loss("ce", logits, labels), state.best_loss, rtol=1e-4, atol=1e-5)
-    assert np.array_equal(predictions(logits, labels)[0], state.best_pred)
+    oracle = Oracle("ce", labels)
+    assert np.allclose(oracle.loss(logits), state.best_loss, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(oracle.predictions(logits)[0], state.best_pred)
 
 
 @pytest.mark.slow
@@ -280,7 +306,7 @@ def test_horizontal_init_and_margin_oracle_keep_the_guarantees(ort_engine, batch
     assert np.all(state.queries <= 20)
     assert np.abs(state.x_best - images).max() <= STRONG["eps"] / 255 + 1e-6
     assert all(np.all(b >= a) for a, b in zip(losses, losses[1:], strict=False))
-    assert np.allclose(oracle_loss(loss, ort_engine.infer(state.x_best), labels), state.best_loss,
+    assert np.allclose(Oracle(loss, labels).loss(ort_engine.infer(state.x_best)), state.best_loss,
                        rtol=1e-4, atol=1e-5)
 
 
