@@ -15,14 +15,15 @@ from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
 ORACLES = ("ce", "margin")
+_LOG_SMALLEST_NORMAL = float(np.log(np.finfo(np.float32).tiny))  # about -87.3
 
 
 class Oracle:
     """Scores of the engine's logits for one set of images and labels.
 
-    ``labels`` int64 (N, H, W), values in 0..K-1 or 255 (ignored); every image needs a labelled
-    pixel. Each method takes logits float32 (n, K, H, W) of the images ``rows`` (sorted indices
-    into the N images, one per row of logits; None: all N, in order).
+    ``labels`` int (N, H, W), values in 0..254 or 255 (ignored); every image needs a labelled
+    pixel (HarnessError otherwise). Each method takes logits float32 (n, K, H, W) of the images
+    ``rows`` (indices into the N images, one per row of logits; None: all N, in order).
 
     ``ce``: the paper's oracle, mean pixel-wise cross entropy over the labelled pixels.
     ``margin``: mean over labelled pixels of ``max_{k != y} z_k - z_y``, the correct-class
@@ -37,7 +38,9 @@ class Oracle:
         labelled = labels != IGNORE_INDEX
         counts = labelled.sum(axis=(1, 2))
         if counts.min() == 0:
-            raise ValueError(f"image {int(np.argmin(counts))} has no labelled pixels")
+            raise HarnessError(f"image {int(np.argmin(counts))} has no labelled pixels: nothing to attack")
+        if labels[labelled].min() < 0 or labels[labelled].max() > IGNORE_INDEX:
+            raise HarnessError(f"labels must be class indices 0..{IGNORE_INDEX - 1} or {IGNORE_INDEX} (ignored)")
         self.name = name
         self.labels = labels.astype(np.uint8)  # pred (< K <= 255) never equals an ignored 255
         self.max_label = int(labels[labelled].max())
@@ -61,22 +64,32 @@ class Oracle:
             others.reshape(-1)[self._index(flat, rows)] = -np.inf
             per_pixel = others.max(axis=1)
             per_pixel -= true_logit
+        if not np.isfinite(per_pixel).all():  # an ignored pixel's inf or NaN times its weight 0 is NaN
+            per_pixel = np.where(weights[:, :, 0] > 0, per_pixel, np.float32(0))
         # A batched dot product (BLAS): the weighted mean over pixels, 5x faster than multiply-and-sum.
         return np.matmul(per_pixel[:, None, :], weights)[:, 0, 0].astype(np.float64)
 
     def predictions(self, logits: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Class maps uint8 (n, H, W) of ``logits`` (numpy's argmax: the first maximum on ties), and
         per row the number of labelled pixels they get right, int64 (n,)."""
+        self._check(logits, rows)
         pred = argmax_classes(logits)
         labels = self.labels if rows is None else self.labels[rows]
         return pred, (pred == labels).sum(axis=(1, 2), dtype=np.int64)
 
+    def _check(self, logits: np.ndarray, rows: np.ndarray | None) -> None:
+        n = len(self.labels) if rows is None else len(rows)
+        if logits.ndim != 4 or logits.shape[0] != n or logits.shape[2:] != self.labels.shape[1:]:
+            raise ValueError(f"logits of shape {logits.shape} do not fit {n} label maps of {self.labels.shape[1:]}")
+        if not 1 < logits.shape[1] <= IGNORE_INDEX or logits.shape[1] <= self.max_label:
+            raise HarnessError(f"the engine returned {logits.shape[1]} classes, which does not fit labels "
+                               f"0..{self.max_label} (and at most {IGNORE_INDEX} classes)")
+
     def _rows(self, logits: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Logits as (n, K, H*W), each pixel's true-class logit (n, H*W) and the pixel weights (n, H*W, 1)
         (1 / labelled pixels of its image, 0 where ignored)."""
+        self._check(logits, rows)
         n, k = logits.shape[:2]
-        if k <= self.max_label:
-            raise HarnessError(f"the engine returned {k} classes, but the labels go up to {self.max_label}")
         flat = logits.reshape(n, k, self._pixels)
         weights = self._weights if rows is None else self._weights[rows]
         return flat, flat.reshape(-1)[self._index(flat, rows)], weights
@@ -93,14 +106,15 @@ class Oracle:
 
 def _log_sum_exp(flat: np.ndarray) -> np.ndarray:
     """log Σ_k exp(z_k) per pixel of ``flat`` (n, K, P), float32 (n, P). Summing the exponentials
-    directly saves two passes over the logits; logits beyond float32's exponent range (|z| > 88)
-    fall back to subtracting the per-pixel maximum first."""
-    with np.errstate(over="ignore", divide="ignore"):
+    directly saves two passes over the logits. Where that sum overflows (a logit above about 88)
+    or leaves float32's normal range (every logit of a pixel below about -87, where the sum loses
+    precision), the per-pixel maximum is subtracted first."""
+    with np.errstate(all="ignore"):  # an infinite logit (a broken engine) gives inf or NaN, not a warning
         out = np.log(np.exp(flat).sum(axis=1))
-    if not np.isfinite(out).all():
-        top = flat.max(axis=1)
-        out = np.log(np.exp(flat - top[:, None]).sum(axis=1))
-        out += top
+        if not (np.isfinite(out).all() and out.min() >= _LOG_SMALLEST_NORMAL):
+            top = flat.max(axis=1)
+            out = np.log(np.exp(flat - top[:, None]).sum(axis=1))
+            out += top
     return out
 
 
@@ -110,7 +124,8 @@ def argmax_classes(logits: np.ndarray) -> np.ndarray:
     numpy's argmax over a middle axis walks the classes one pixel at a time. Here every pass runs
     vectorised over all pixels: each class that reaches the pixel's maximum gets the code K - k,
     so the largest code is the first maximum's (K <= 255: labels are uint8 with 255 reserved).
-    A pixel with a NaN logit has no maximum; it gets class K - 1 (numpy's argmax: the NaN's class).
+    A pixel with a NaN logit has no maximum; it gets class K - 1 (unlike numpy's argmax, which
+    returns the NaN's class).
     """
     k = logits.shape[1]
     at_max = logits == logits.max(axis=1, keepdims=True)

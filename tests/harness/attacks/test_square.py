@@ -97,12 +97,14 @@ def test_margin_oracle_is_the_mean_negated_correct_class_margin_over_labelled_pi
     assert pred.tolist() == [[[0, 1, 0]]] and correct.tolist() == [1]
 
 
-@pytest.mark.parametrize("scale", [3.0, 400.0])  # 400: beyond float32's exp, the max-shifted path
-def test_ce_oracle_is_the_white_box_cross_entropy_for_any_subset_of_images(scale):
+# 400: logits beyond float32's exp; -100: every exponential below float32's normal range.
+@pytest.mark.parametrize(("scale", "offset"), [(3.0, 0.0), (400.0, 0.0), (1.0, -100.0)])
+def test_ce_oracle_is_the_white_box_cross_entropy_for_any_subset_of_images(scale, offset):
     rng = np.random.default_rng(5)
-    logits = (scale * rng.normal(size=(4, 6, 7, 9))).astype(np.float32)
+    logits = (scale * rng.normal(size=(4, 6, 7, 9)) + offset).astype(np.float32)
     labels = rng.integers(0, 6, size=(4, 7, 9))
     labels[rng.random(labels.shape) < 0.3] = IGNORE_INDEX
+    logits[0, 2][labels[0] == IGNORE_INDEX] = np.inf  # an ignored pixel's logits never count
     expected = pixel_cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).double().numpy()
     oracle = Oracle("ce", labels)
     assert np.allclose(oracle.loss(logits), expected, rtol=1e-5, atol=1e-6)
@@ -112,8 +114,22 @@ def test_ce_oracle_is_the_white_box_cross_entropy_for_any_subset_of_images(scale
     assert np.allclose(margin.loss(logits[rows], rows), margin.loss(logits)[rows])
     _, correct = oracle.predictions(logits[rows], rows)
     assert np.array_equal(correct, ((logits[rows].argmax(axis=1) == labels[rows]).sum(axis=(1, 2))))
-    with pytest.raises(HarnessError, match="6 classes"):
-        Oracle("ce", np.where(labels == 0, 6, labels)).loss(logits)
+
+
+def test_oracle_refuses_logits_and_labels_that_do_not_fit():
+    labels = np.zeros((3, 4, 5), dtype=np.int64)
+    logits = np.zeros((3, 2, 4, 5), dtype=np.float32)
+    oracle = Oracle("ce", labels)
+    for bad in (logits[:2], logits[:, :, :3]):  # rows=None means all 3 images, at the labels' size
+        with pytest.raises(ValueError, match="do not fit"):
+            oracle.loss(bad)
+        with pytest.raises(ValueError, match="do not fit"):
+            oracle.predictions(bad)
+    assert np.allclose(oracle.loss(logits), np.log(2))  # a refused call leaves nothing behind
+    with pytest.raises(HarnessError, match="2 classes"):
+        Oracle("ce", np.where(labels == 0, 2, labels)).loss(logits)
+    with pytest.raises(HarnessError, match="class indices"):
+        Oracle("ce", labels - 1)
 
 
 def test_predictions_are_numpy_argmax_with_the_first_maximum_on_ties():
