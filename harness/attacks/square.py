@@ -23,7 +23,6 @@ import numpy as np
 
 from harness.attacks.base import check_eps
 from harness.attacks.oracle import ORACLES, Oracle
-from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
 INITS = ("vertical", "horizontal")
@@ -209,7 +208,7 @@ class SquareAttack:
         start = time.perf_counter()
         if state is None:
             rng = np.random.default_rng(self.config.seed)
-            state = self._initial(engine, images, labels, oracle, rng)
+            state = self._initial(engine, images, oracle, expected, rng)
             state.seconds += time.perf_counter() - start
             if on_iteration is not None:
                 on_iteration(state)
@@ -250,7 +249,7 @@ class SquareAttack:
             state.engine_seconds += seconds
         return logits, seconds
 
-    def _initial(self, engine: QueryEngine, images: np.ndarray, labels: np.ndarray, oracle: Oracle,
+    def _initial(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle, run_fingerprint: str,
                  rng: np.random.Generator) -> SquareState:
         cfg = self.config
         x_init = stripe_init(images, cfg.radius, cfg.init, rng)
@@ -258,9 +257,9 @@ class SquareAttack:
         pred, correct = oracle.predictions(logits)
         state = SquareState(
             config=cfg, x_best=x_init, best_loss=oracle.loss(logits), best_pred=pred,
-            correct=correct, labelled=(labels != IGNORE_INDEX).sum(axis=(1, 2)).astype(np.int64),
+            correct=correct, labelled=oracle.labelled.copy(),
             queries=np.ones(len(images), dtype=np.int64), iteration=0, rng=rng.bit_generator.state,
-            fingerprint=fingerprint(images, labels, cfg), engine_seconds=seconds)
+            fingerprint=run_fingerprint, engine_seconds=seconds)
         state.curve.append(CurvePoint(1, state.pixel_accuracy, state.mean_loss))
         return state
 
