@@ -11,7 +11,7 @@ The target is judged at the paper's width (``--sizes paper``): the model of the 
 Its weights come from ``train --size paper`` when there is such a checkpoint; otherwise the
 network is freshly initialised (seed 0), which is enough here because the engine's time does not
 depend on the weights' values (the table says which). The reduced width, the harness's CPU
-stand-in, is about 64x cheaper per pixel and shows the worst case. Needs a trained reduced
+stand-in, has 64x fewer multiply-adds and shows the worst case. Needs a trained reduced
 checkpoint (``python -m harness train --model fcn-resnet50``).
 
     .venv/bin/python benchmarks/square_engine_share.py [--model fcn-resnet50] [--sizes reduced paper]
