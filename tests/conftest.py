@@ -27,7 +27,8 @@ TEST_EPOCHS = {"fcn8s-vgg16": 4, "fcn16s-vgg16": 4, "fcn-resnet50": 5, "fcn-resn
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = str(tmp_path_factory.mktemp("harness-cache"))
+    # HARNESS_TEST_CACHE (development only) keeps the trained test models between pytest runs; CI leaves it unset.
+    path = os.environ.get("HARNESS_TEST_CACHE") or str(tmp_path_factory.mktemp("harness-cache"))
     previous = os.environ.get("HARNESS_CACHE")
     os.environ["HARNESS_CACHE"] = path
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
