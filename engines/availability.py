@@ -8,11 +8,13 @@ the same reason a user would see.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from dataclasses import dataclass
 
 import torch
 
-from harness.errors import HarnessError
+from engines.tensorrt_env import import_failure, tensorrt_conflict, tensorrt_distributions
+from harness.errors import HarnessError, error_line
 
 ENGINES = ("torch", "ort", "trt")
 DEVICES = ("cpu", "cuda")
@@ -55,16 +57,20 @@ def onnxruntime_packages() -> list[str]:
 
 
 def tensorrt_missing() -> str | None:
-    """Why the TensorRT engine cannot run here (missing package, old version, no GPU), or None."""
+    """Why the TensorRT engine cannot run here (missing package or native library, old version, no GPU), or None.
+
+    An import failure is described by :func:`engines.tensorrt_env.import_failure` (what is missing and
+    what installs it); builds for two CUDA majors installed side by side, the likely cause, are named too.
+    """
     try:
         import tensorrt
-    except ImportError:
-        return "tensorrt not installed (pip install 'harness[gpu]')"
-    except Exception as e:  # a broken install fails in many ways (missing libnvinfer, CUDA driver, ...)
-        return f"tensorrt is installed but cannot be imported: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    major = int(str(tensorrt.__version__).split(".")[0])
+    except Exception as e:  # a broken install fails in many ways (missing libnvinfer, CUDA runtime, driver, ...)
+        conflict = tensorrt_conflict()
+        return f"tensorrt cannot be imported ({error_line(e)}); {conflict}" if conflict else import_failure(e)
+    version = str(getattr(tensorrt, "__version__", "0"))
+    major = int((re.findall(r"\d+", version) or ["0"])[0])
     if major < 10:
-        return f"tensorrt {tensorrt.__version__} is too old; the harness needs TensorRT 10 or later"
+        return f"tensorrt {version} is too old; the harness needs TensorRT 10 or later"
     return cuda_missing()
 
 
@@ -91,9 +97,14 @@ def _trt() -> Availability:
         import tensorrt
 
         version = str(tensorrt.__version__)
-    except Exception:  # reported through ``missing``
-        version = "-"
-    return Availability("trt", "cuda", missing is None, version, missing or "")
+    except Exception:  # reported through ``missing``; the metadata still says what is installed
+        bindings = [d.version for d in tensorrt_distributions() if d.role == "bindings"]
+        version = bindings[0] if bindings else "-"
+    # Like the onnxruntime pair: two CUDA builds share one module folder, whichever was installed last wins.
+    conflict = tensorrt_conflict()
+    if missing is None:
+        return Availability("trt", "cuda", True, version, f"warning: {conflict}" if conflict else "")
+    return Availability("trt", "cuda", False, version, missing)
 
 
 def check(engine: str, device: str) -> Availability:

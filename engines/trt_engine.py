@@ -1,4 +1,4 @@
-"""The ``trt`` engine: a serialized TensorRT plan run with the TensorRT 10 Python API.
+"""The ``trt`` engine: a serialized TensorRT plan run with the TensorRT 10 / 11 Python API.
 
 Tensors are addressed by name (no bindings): ``set_input_shape`` for the batch at hand,
 ``set_tensor_address`` with device buffers that are torch CUDA tensors, and
@@ -7,6 +7,7 @@ Tensors are addressed by name (no bindings): ``set_input_shape`` for the batch a
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import torch
 
 from engines.availability import require
 from engines.base import Engine, EngineInfo
-from harness.errors import HarnessError
+from engines.tensorrt_env import recording_logger, start_failure
+from exporters.cache import MANIFEST
+from harness.errors import HarnessError, error_line
 from harness.fileio import sha256_file
 
 
@@ -25,6 +28,41 @@ def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     if dtype not in table:
         raise HarnessError(f"TensorRT plan has an I/O tensor of type {dtype}; the harness boundary is float32")
     return table[dtype]
+
+
+def plan_load_failure(path: Path, version: str, logged: str | None) -> str:
+    """Why ``deserialize_cuda_engine`` returned None, in one line: what built the plan (from the manifest
+    the artifact cache writes beside it, when there is one) against what runs here.
+
+    A plan loads only on the TensorRT version and the GPU model it was built with.
+    """
+    here = f"TensorRT {version} on {_gpu_name()}"
+    built = _built_with(path)
+    if built is None:
+        cause = f"corrupt, or built by another TensorRT version or for another GPU (this is {here})"
+    elif built != here:
+        cause = f"it was built by {built}, this is {here}"
+    else:
+        cause = f"corrupt (its manifest says it was built here, by {built})"
+    reason = f" ({logged})" if logged else ""
+    return (f"cannot load TensorRT plan {path}{reason}: {cause}; a plan only loads on the TensorRT version and "
+            "GPU that built it: rebuild it (python -m harness export --format trt)")
+
+
+def _gpu_name() -> str:
+    try:
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    except Exception:  # the message must still be written when CUDA is in a bad state
+        return "this GPU"
+
+
+def _built_with(path: Path) -> str | None:
+    """``"TensorRT <version> on <gpu>"`` from the cache manifest next to ``path``, or None."""
+    try:
+        key = json.loads((path.parent / MANIFEST).read_text())["key"]
+        return f"TensorRT {key['tensorrt']} on {key['gpu']}" if isinstance(key, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class TrtEngine(Engine):
@@ -61,12 +99,21 @@ class TrtEngine(Engine):
         if not self.path.is_file():
             raise HarnessError(f"TensorRT plan {self.path} does not exist")
         self._sha256 = sha256_file(self.path)
-        self._logger = trt.Logger(trt.Logger.ERROR)  # must outlive the runtime
-        self._runtime = trt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self._logger = recording_logger(trt)  # must outlive the runtime
+        try:
+            self._runtime = trt.Runtime(self._logger)
+        except TypeError as e:  # pybind11: "factory function returned nullptr" when CUDA cannot start
+            raise start_failure(e, "trt.Runtime", trt.__version__, self._logger.record) from None
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise HarnessError(f"cannot read TensorRT plan {self.path}: {e.strerror or e}") from None
+        try:
+            engine = self._runtime.deserialize_cuda_engine(data)
+        except Exception as e:  # some releases raise on a foreign plan instead of returning None
+            raise HarnessError(plan_load_failure(self.path, trt.__version__, error_line(e))) from None
         if engine is None:
-            raise HarnessError(f"cannot load TensorRT plan {self.path}: corrupt, or built by another TensorRT "
-                               f"version or for another GPU (this is TensorRT {trt.__version__}); rebuild it")
+            raise HarnessError(plan_load_failure(self.path, trt.__version__, self._logger.record.first()))
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]

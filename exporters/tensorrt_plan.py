@@ -1,14 +1,18 @@
-"""ONNX -> TensorRT plan (TensorRT 10 Python API), with an optimisation profile and a timing cache.
+"""ONNX -> TensorRT plan (TensorRT 10 and 11 Python API), with an optimisation profile and a timing cache.
 
 A plan is specific to the ONNX file, the build settings, the TensorRT version and the GPU, so
 its cache key holds all four: the ONNX file's sha256, the settings, ``tensorrt.__version__``,
 and the GPU's name and compute capability.
 
-Precision follows the ONNX variant (DESIGN.md). TensorRT 10.12 and later build *strongly typed*
-networks: every tensor keeps the type the ONNX graph gives it, so an fp16 plan is built from the
-fp16 ONNX and an int8 plan from the QDQ ONNX, with no precision builder flags (they are rejected
-in that mode). Older TensorRT 10 releases build weakly typed networks from the same files and need
-the FP16 / INT8 flags to allow those kernels.
+Precision follows the ONNX variant (DESIGN.md): an fp16 plan is built from the fp16 ONNX, an int8
+plan from the QDQ ONNX. How TensorRT is told so depends on its version (:func:`typing_mode`):
+
+- TensorRT 10.0-10.11: a weakly typed network with the FP16 / INT8 builder flag, which allows the
+  reduced-precision kernels the graph asks for.
+- TensorRT 10.12-10.x: strong typing is opt-in there and the precision flags are deprecated; the
+  harness opts in (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so every tensor keeps the type
+  the ONNX graph gives it, exactly as TensorRT 11 builds the same file.
+- TensorRT 11: every network is strongly typed and the precision flags are gone; no flag is set.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from typing import Any
 import torch
 
 from engines.availability import require
+from engines.tensorrt_env import recording_logger, start_failure
 from exporters.artifacts import Artifact
 from exporters.cache import cached_artifact
 from harness.errors import HarnessError
 from harness.fileio import cache_dir, write_bytes_atomic
 
-STRONGLY_TYPED_SINCE = (10, 12)
+# The first release where the harness opts in to strong typing (weak typing deprecated there),
+# and the first where strong typing is the only mode (weak typing removed).
+STRONG_TYPING_OPT_IN = (10, 12)
+STRONG_TYPING_ONLY = (11, 0)
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,22 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:4])
 
 
+def typing_mode(version: str) -> str:
+    """How a plan is typed with this TensorRT version.
+
+    ``"weak"`` (10.0-10.11: precision builder flags), ``"strong-opt-in"`` (10.12-10.x: the
+    STRONGLY_TYPED creation flag, no precision flags) or ``"strong"`` (11 and later: always strong,
+    no flags at all).
+    """
+    release = version_tuple(version)[:2]
+    if release >= STRONG_TYPING_ONLY:
+        return "strong"
+    return "strong-opt-in" if release >= STRONG_TYPING_OPT_IN else "weak"
+
+
 def strongly_typed(version: str) -> bool:
     """Whether plans are built as strongly typed networks with this TensorRT version."""
-    return version_tuple(version)[:2] >= STRONGLY_TYPED_SINCE
+    return typing_mode(version) != "weak"
 
 
 def gpu_identity() -> dict[str, str]:
@@ -102,38 +123,50 @@ def _timing_cache_path(version: str, gpu: dict[str, str]) -> Path:
     return cache_dir() / "tensorrt" / f"timing-trt{version}-{slug}.cache"
 
 
-def _error_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages, so a failed build can say why in one line."""
+MAX_REPORTED_ERRORS = 3
 
-    class ErrorLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
 
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(str(msg).strip().splitlines()[0] if str(msg).strip() else "error")
+def parse_errors(parser: Any) -> str:
+    """The ONNX parser's errors in one line: the first few, each with its node when the parser names it."""
+    parts = []
+    for i in range(min(int(parser.num_errors), MAX_REPORTED_ERRORS)):
+        error = parser.get_error(i)
+        desc = " ".join(str(error.desc()).split()) or "error"
+        node = _call(error, "node_name") or _call(error, "node")
+        operator = _call(error, "node_operator")
+        where = f"node {node}" + (f" ({operator})" if operator else "") if node not in (None, "", -1) else ""
+        parts.append(f"{where}: {desc}" if where else desc)
+    more = int(parser.num_errors) - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "") if parts else "no error message"
 
-    return ErrorLogger()
+
+def _call(obj: Any, method: str) -> Any:
+    """``obj.method()`` where this TensorRT release has it (IParserError grew accessors during 10.x)."""
+    try:
+        return getattr(obj, method)() if hasattr(obj, method) else None
+    except Exception:
+        return None
 
 
 def _build(trt: Any, onnx_path: Path, plan_path: Path, settings: PlanSettings, timing_path: Path) -> None:
-    logger = _error_logger(trt)
-    builder = trt.Builder(logger)
-    typed = strongly_typed(trt.__version__)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
+    logger = recording_logger(trt)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as e:  # pybind11: "factory function returned nullptr" when CUDA cannot start
+        raise start_failure(e, "trt.Builder", trt.__version__, logger.record) from None
+    mode = typing_mode(trt.__version__)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if mode == "strong-opt-in" else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or ["unknown error"]
-        raise HarnessError(f"TensorRT cannot parse {onnx_path}: {errors[0]}")
+        raise HarnessError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {parse_errors(parser)}")
     if network.num_inputs != 1:
         raise HarnessError(f"{onnx_path} has {network.num_inputs} inputs; the harness needs one image input")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    if not typed:
-        # Weakly typed (TensorRT < 10.12): the flags allow the reduced-precision kernels the graph asks for.
+    if mode == "weak":
+        # TensorRT 10.0-10.11: the flags allow the reduced-precision kernels the graph asks for.
         if settings.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif settings.precision == "int8":
@@ -157,8 +190,9 @@ def _build(trt: Any, onnx_path: Path, plan_path: Path, settings: PlanSettings, t
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        reason = logger.errors[0] if logger.errors else "no error message"
-        raise HarnessError(f"TensorRT could not build a {settings.precision} plan from {onnx_path}: {reason}")
+        reason = "; ".join(logger.record.errors[:MAX_REPORTED_ERRORS]) or "no error message"
+        raise HarnessError(f"TensorRT {trt.__version__} could not build a {settings.precision} plan from "
+                           f"{onnx_path}: {reason}")
     write_bytes_atomic(plan_path, bytes(memoryview(serialized)))
     write_bytes_atomic(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
 

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engines.availability import GPU_INSTALL_HINT, availability, onnxruntime_packages
+from engines.tensorrt_env import tensorrt_packages
 from harness.commands.common import console
 
 HELP = "list the inference engines (torch, ort, trt) usable on this machine, and why not otherwise"
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"onnxruntime module from: {', '.join(onnxruntime_packages()) or 'no distribution metadata'}",
                   highlight=False)
+    console.print(f"tensorrt packages: {', '.join(tensorrt_packages()) or 'none installed'}", highlight=False)
     if not all(a.usable for a in rows if a.device == "cuda"):
         console.print(f"GPU engines: see {GPU_INSTALL_HINT} (tensorrt, onnxruntime-gpu)", highlight=False)
     return 0

@@ -5,12 +5,14 @@ Needs TensorRT 10+ and an NVIDIA GPU; skips with the reason otherwise (and check
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from engines.availability import tensorrt_missing
 from engines.factory import create_engine
-from engines.trt_engine import TrtEngine
+from engines.trt_engine import TrtEngine, plan_load_failure
 from harness.cli import main
 from harness.errors import HarnessError
 
@@ -30,6 +32,23 @@ def test_trt_without_tensorrt_or_gpu_is_a_one_line_error(loaded_model, synthetic
     assert main(["eval", "--model", "fcn8s-vgg16", "--engine", "trt", "--n-images", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and MISSING in err
+
+
+@pytest.mark.parametrize("manifest, cause", [
+    (None, "corrupt, or built by another TensorRT version or for another GPU"),
+    ("not json", "corrupt, or built by another TensorRT version or for another GPU"),
+    ({"key": ["a", "list"]}, "corrupt, or built by another TensorRT version or for another GPU"),
+    ({"key": {"tensorrt": "10.13.3.9", "gpu": "NVIDIA A100-SXM4-80GB"}},
+     "it was built by TensorRT 10.13.3.9 on NVIDIA A100-SXM4-80GB, this is TensorRT 11.4.0.31 on"),
+])
+def test_a_plan_that_does_not_load_says_what_built_it(manifest, cause, tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"plan")
+    if manifest is not None:
+        (tmp_path / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    message = plan_load_failure(plan, "11.4.0.31", "Serialization assertion failed: magic tag")
+    assert "\n" not in message and str(plan) in message and cause in message, message
+    assert "(Serialization assertion failed: magic tag)" in message and "rebuild it" in message
 
 
 @needs_tensorrt

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from engines.availability import tensorrt_missing
 from engines.ort_engine import OrtEngine
 from exporters.artifacts import ModelSource, onnx_artifact
+from exporters.onnx_export import max_opset
 from exporters.onnx_file import load_onnx
 from harness.cli import main
 from harness.errors import HarnessError
@@ -80,13 +81,16 @@ def test_onnx_outside_the_harness_boundary_is_rejected(tmp_path):
 def test_export_cli_usage_errors_exit_2_with_one_line(capsys):
     cases = [
         (["export", "--model", "fcn8s-vgg16", "--opset", "12"], "opset"),
+        (["export", "--model", "fcn8s-vgg16", "--opset", "1000"], "opset"),
+        (["export", "--model", "fcn8s-vgg16", "--opset", str(max_opset() + 1)], "opset"),
         (["export"], "--model NAME or --all"),
         (["export", "--all", "--model", "fcn8s-vgg16"], "not both"),
-        (["export", "--model", "fcn8s-vgg16", "--min-agreement", "101"], "percentage"),
+        (["export", "--model", "fcn8s-vgg16", "--min-agreement", "101"], "--min-agreement"),
     ]
     if tensorrt_missing():
         cases.append((["export", "--model", "fcn8s-vgg16", "--format", "trt"], "engine trt on cuda is not usable"))
     for argv, words in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith("error:") and words in err, err
+        # argparse's own errors carry the program name before "error:"
+        assert len(err.splitlines()) == 1 and "error:" in err and words in err, err
