@@ -69,7 +69,7 @@ def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: Segmen
             for config in configs(spec):
                 context = run_context(name, source["size"], source["sha256"], info, data.describe(), len(data), config)
                 label = f"{name} {spec.engine} {spec.precision} {config.init}"
-                state, reused = _run(engine, config, context, images, labels, label, on_progress)
+                state, reused = _run(engine, config, context, images, labels, label, on_progress, data.num_classes)
                 confusion = ConfusionMatrix(data.num_classes)
                 confusion.update(state.best_pred, labels)
                 params = {k: v for k, v in config.as_dict().items() if k != "curve_every"}
@@ -85,14 +85,16 @@ def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: Segmen
 
 
 def _run(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
-         label: str, on_progress: ProgressCallback | None) -> tuple[SquareState, bool]:
+         label: str, on_progress: ProgressCallback | None, num_classes: int | None = None
+         ) -> tuple[SquareState, bool]:
     """The finished run: the saved one when finished, else continued from its saved state or started afresh.
-    Returns (state, whether the saved run was reused as it was)."""
+    A saved state that is unreadable, of another run or breaks a guarantee of the attack (``load_state``, with
+    the engine's ``num_classes``) is replaced. Returns (state, whether the saved run was reused as it was)."""
     path = state_path(context, prefix="suite-")
     state: SquareState | None = None
     if path.is_file():
         try:
-            state = load_state(path, context)
+            state = load_state(path, context, config, images, labels, num_classes)
         except HarnessError:
             state = None  # unreadable or from another run: start afresh and replace it
     total = len(images) * config.queries

@@ -13,6 +13,7 @@ records; :meth:`SquareAttack._step` is the algorithm of one iteration.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 
 from harness.attacks.base import check_eps
 from harness.attacks.oracle import ORACLES, Oracle
+from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
 INITS = ("vertical", "horizontal")
@@ -32,6 +34,13 @@ P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 P_REFERENCE_BUDGET = 10000
 # A candidate window "differs" from the best one when some value moves by at least this.
 _UNCHANGED = 1e-7
+# The smallest eps (0-255 scale). A channel's two colours x - eps/255 and x + eps/255 must differ by far more than
+# 2 * _UNCHANGED after float32 rounding at every value in [0, 1] (float32's spacing below 1 is 6e-8), or no colour
+# can change a square and the redraw below could never succeed; 1e-3 (3.9e-6 in [0, 1] units) leaves a 15x margin.
+MIN_EPS = 1e-3
+# Draws of a square's colour per candidate. With eps >= MIN_EPS at most one of the 2**3 colours leaves a square
+# unchanged, so more draws than this happen with probability 8**-32; the run is the same as with no limit.
+MAX_REDRAWS = 32
 DEFAULT_CURVE_POINTS = 50
 
 
@@ -63,6 +72,9 @@ class SquareConfig:
 
     def validate(self) -> None:
         check_eps(self.eps)
+        if self.eps < MIN_EPS:
+            raise HarnessError(f"eps {self.eps:g} is below the Square Attack's minimum {MIN_EPS:g} (0-255 scale): "
+                               "a step that small is lost in float32 rounding of [0, 1] pixels; give a larger --eps")
         if self.queries < 1:
             raise HarnessError(f"the query budget must be >= 1, got {self.queries}")
         if not 0 < self.p_init <= 1:
@@ -197,7 +209,8 @@ class SquareAttack:
             should_stop: Callable[[], bool] | None = None) -> SquareState:
         """Attack until every image is fooled on all its pixels or has spent its budget.
 
-        ``state``: a saved state of this same run to continue from (its fingerprint must match).
+        ``state``: a saved state of this same run to continue from; a HarnessError when its fingerprint does not
+        match or it breaks a guarantee of the class (:meth:`state_problem`).
         ``on_iteration(state)`` runs after the initial query and after every iteration (display,
         saving). ``should_stop()`` is asked between iterations: True ends the call early with a
         consistent state that can be saved and continued.
@@ -212,12 +225,17 @@ class SquareAttack:
             state.seconds += time.perf_counter() - start
             if on_iteration is not None:
                 on_iteration(state)
-        elif state.fingerprint != expected or state.config != self.config:
-            raise HarnessError("the saved Square Attack state belongs to other images, labels or parameters")
         else:
+            problem = _state_problem(state, self.config, images, oracle, expected)
+            if problem is not None:
+                raise HarnessError(f"the saved Square Attack state {problem}")
             rng = np.random.default_rng()
             rng.bit_generator.state = state.rng
-        while not state.finished and not (should_stop is not None and should_stop()):
+        # Each iteration spends one query of every image still attacked, all of which have spent 1 + iteration:
+        # after queries - 1 iterations every image has spent its budget.
+        for _ in range(self.config.queries - 1 - state.iteration):
+            if state.finished or (should_stop is not None and should_stop()):
+                break
             t0 = time.perf_counter()
             self._step(engine, images, oracle, state, rng)
             state.rng = rng.bit_generator.state
@@ -225,6 +243,15 @@ class SquareAttack:
             if on_iteration is not None:
                 on_iteration(state)
         return state
+
+    def state_problem(self, state: SquareState, images: np.ndarray, labels: np.ndarray,
+                      num_classes: int | None = None) -> str | None:
+        """Why ``state`` cannot continue this run on ``images`` and ``labels``, as a phrase ("has ..."), or None
+        when it keeps every guarantee of the class (``run`` refuses such a state with a HarnessError).
+        ``num_classes``: the engine's number of classes, when known (``run`` learns it only from a query)."""
+        images, labels = self._validate(images, labels)
+        return _state_problem(state, self.config, images, Oracle(self.config.loss, labels),
+                              fingerprint(images, labels, self.config), num_classes)
 
     def _validate(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.ndim != 4 \
@@ -291,8 +318,9 @@ class SquareAttack:
     def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
         """Turn each best image (in place) into its candidate: one square of ``side`` at a uniformly
         random position (the last row and column included) set to x ± ε/255 (one sign per channel),
-        clipped to [0, 1], its colour redrawn until the square changes the best
-        image. Outside the squares the best images, already in the ball, stay as they are."""
+        clipped to [0, 1], its colour redrawn until the square changes the best image (at most MAX_REDRAWS
+        draws; a square still unchanged then takes the opposite colour, which differs in every channel).
+        Outside the squares the best images, already in the ball, stay as they are."""
         n, c, h, w = images.shape
         rows = rng.integers(0, h - side + 1, size=n)
         cols = rng.integers(0, w - side + 1, size=n)
@@ -303,10 +331,112 @@ class SquareAttack:
         clean, current = images[window], best[window]
         squares = np.empty_like(clean)
         redraw = np.arange(n)
-        while redraw.size:
+        for _ in range(MAX_REDRAWS):
             signs = _signed(self.config.radius, rng, (redraw.size, c, 1, 1))  # one colour per image and channel
             # x ± ε lies on the ε-ball's boundary already: only [0, 1] can cut it.
             squares[redraw] = np.clip(clean[redraw] + signs, 0, 1)
             unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
             redraw = redraw[unchanged]
+            if not redraw.size:
+                break
+        else:
+            squares[redraw] = np.clip(clean[redraw] - signs[unchanged], 0, 1)
         best[window] = squares
+
+
+def _state_problem(state: SquareState, config: SquareConfig, images: np.ndarray, oracle: Oracle,
+                   run_fingerprint: str, num_classes: int | None = None) -> str | None:
+    """What breaks a guarantee if the run continued from ``state``, or None. Checks all that holds after any
+    iteration of the run: shapes and dtypes; queries in [1, budget], 1 + iteration on every image still attacked,
+    fewer only on images fooled on every pixel; x_best within the float32 eps-ball around ``images`` (exactly as
+    the attack computes it) and in [0, 1]; finite best losses; pixel counts that are those of best_pred; a PCG64
+    generator state; the curve's query marks, values and a mean loss that never decreases. Not checked (it would
+    cost a query per image): that best_loss and best_pred are the engine's answer to x_best."""
+    n, _, h, w = images.shape
+    if state.config != config or state.fingerprint != run_fingerprint:
+        return "belongs to other images, labels or parameters"
+    for name, dtype, shape in (("x_best", np.float32, images.shape), ("best_loss", np.float64, (n,)),
+                               ("best_pred", np.uint8, (n, h, w)), ("correct", np.int64, (n,)),
+                               ("labelled", np.int64, (n,)), ("queries", np.int64, (n,))):
+        array = getattr(state, name)
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
+            found = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+            return f"has {name} {found}, expected {np.dtype(dtype)} {shape}"
+    radius = np.float32(config.radius)  # the attack's own float32 arithmetic gives the exact bounds
+    low, high = np.clip(images - radius, 0, 1), np.clip(images + radius, 0, 1)
+    outside = ~((low <= state.x_best) & (state.x_best <= high))
+    if outside.any():
+        return (f"has {int(outside.sum())} values of x_best outside the eps-ball of {config.eps:g}/255 around the "
+                "clean images or outside [0, 1]")
+    if not np.isfinite(state.best_loss).all():
+        return "has non-finite best losses"
+    if not np.array_equal(state.labelled, oracle.labelled):
+        return "counts other labelled pixels than the labels have"
+    classes = IGNORE_INDEX if num_classes is None else min(num_classes, IGNORE_INDEX)
+    if state.best_pred.max() >= classes:
+        return f"has class {int(state.best_pred.max())} in best_pred (classes are below {classes})"
+    if not np.array_equal(state.correct, (state.best_pred == oracle.labels).sum(axis=(1, 2), dtype=np.int64)):
+        return "has correct-pixel counts that are not those of its class maps"
+    iteration = state.iteration
+    if type(iteration) is not int or not 0 <= iteration < config.queries:
+        return f"has iteration {short_repr(iteration)}, expected an integer in [0, {config.queries - 1}]"
+    if state.queries.min() < 1 or state.queries.max() > config.queries:
+        return (f"has images with {int(state.queries.min())} to {int(state.queries.max())} queries spent, "
+                f"outside [1, {config.queries}] (the budget)")
+    if state.queries.max() != 1 + iteration or np.any((state.queries < 1 + iteration) & (state.correct > 0)):
+        return f"has queries per image that iteration {iteration} cannot give"
+    problem = _rng_problem(state.rng) or _curve_problem(state, config)
+    if problem is not None:
+        return problem
+    timings = (state.engine_seconds, state.seconds)
+    if not all(type(t) is float and math.isfinite(t) for t in timings) or not 0 <= timings[0] <= timings[1]:
+        return f"has timings {short_repr(timings)}, expected 0 <= engine seconds <= seconds"
+    return None
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message shows what a file holds, however long it is."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _rng_problem(rng_state: Any) -> str | None:
+    """None when ``rng_state`` is a state of numpy's PCG64 exactly as it reports one (odd increment), else why not."""
+    generator = np.random.default_rng()
+    try:
+        generator.bit_generator.state = rng_state
+        inc = rng_state["state"]["inc"]
+    except (TypeError, ValueError, KeyError, OverflowError):
+        inc = None
+    if type(inc) is not int or inc % 2 == 0 or _canonical(generator.bit_generator.state) != _canonical(rng_state):
+        return "has a random generator state that is not a PCG64 state"
+    return None
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _curve_problem(state: SquareState, config: SquareConfig) -> str | None:
+    """None when the curve has a point at exactly the queries the run records one at, each with a pixel
+    accuracy in [0, 1] and a finite mean loss that never decreases, the last one at most the state's."""
+    spent = 1 + state.iteration
+    marks = np.arange(2, spent + 1)
+    expected = [1, *marks[marks % config.curve_step == 0].tolist()]
+    if state.finished and spent > 1 and expected[-1] != spent:
+        expected.append(spent)
+    points = state.curve
+    if not isinstance(points, list) or not all(isinstance(p, CurvePoint) for p in points) \
+            or [p.queries for p in points] != expected or not all(type(p.queries) is int for p in points):
+        return "has a curve whose points are not at the queries the run records them at"
+    values = [(p.pixel_accuracy, p.mean_loss) for p in points]
+    if not all(type(a) in (int, float) and type(b) in (int, float) and 0 <= a <= 1 and math.isfinite(b)
+               for a, b in values):
+        return "has curve points with a pixel accuracy outside [0, 1] or a non-finite loss"
+    losses = [b for _, b in values]
+    if any(b < a for a, b in zip(losses, losses[1:], strict=False)) or losses[-1] > state.mean_loss:
+        return "has a curve whose mean loss decreases or exceeds the state's"
+    if points[-1].queries == spent and (points[-1].pixel_accuracy, points[-1].mean_loss) != \
+            (state.pixel_accuracy, state.mean_loss):
+        return "has a last curve point that is not the state's accuracy and loss"
+    return None

@@ -1,8 +1,15 @@
 """Saving and loading a Square Attack run, so that a stopped run continues where it was.
 
-One .npz file per run, always replaced atomically: the arrays of :class:`SquareState` plus a
-JSON header (config, iteration, generator state, curve, timings, fingerprint, and a caller
-``context`` such as model, engine and precision that must match on resume).
+One .npz file per run (numpy's format, read with ``allow_pickle=False``), always replaced atomically: the
+arrays of :class:`SquareState` plus a JSON header (config, iteration, generator state, curve, timings,
+fingerprint, a caller ``context`` such as model, engine and precision that must match on resume, and a
+sha256 checksum of the header and every array).
+
+Reading trusts nothing in the file: its size and each member's are bounded by what a state of the run can
+be before anything is read; the checksum refuses a truncated, damaged or edited file; and a state that
+passes it must still keep every guarantee of :class:`SquareAttack` for this run (``SquareAttack.state_problem``:
+budget, eps-ball, [0, 1], finite losses, counts, curve, generator). Any failure is one HarnessError line
+naming the file, what is wrong and how to start afresh.
 """
 
 from __future__ import annotations
@@ -10,18 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.attacks.square import CurvePoint, SquareConfig, SquareState
+from harness.attacks.square import CurvePoint, SquareAttack, SquareConfig, SquareState, short_repr
 from harness.errors import HarnessError
 from harness.fileio import atomic_path, cache_dir
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the checksum
 _ARRAYS = ("x_best", "best_loss", "best_pred", "correct", "labelled", "queries")
+_HEADER_KEYS = {"version", "config", "iteration", "rng", "fingerprint", "curve", "engine_seconds", "seconds",
+                "context", "checksum"}
+_NPY_HEADER = 4096  # bytes a member may have beyond its array's data: numpy's own header, padded
+_JSON_BASE = 1 << 20  # characters of header JSON beyond its curve: config, generator, context
+_JSON_PER_POINT = 256  # characters per curve point, about 3x what one takes
+_START_AFRESH = "delete it or run without --resume to start afresh"
 
 
 def run_context(model: str, size: str, weights_sha256: str, engine_info: dict[str, Any], data: dict[str, Any],
@@ -46,38 +58,102 @@ def save_state(path: str | os.PathLike, state: SquareState, context: dict[str, A
               "rng": state.rng, "fingerprint": state.fingerprint,
               "curve": [vars(p) for p in state.curve], "engine_seconds": state.engine_seconds,
               "seconds": state.seconds, "context": context}
-    arrays = {name: getattr(state, name) for name in _ARRAYS}
+    header = json.loads(json.dumps(header))  # as it will be read back: tuples become lists
+    arrays = {name: np.ascontiguousarray(getattr(state, name)) for name in _ARRAYS}
+    header["checksum"] = _checksum(header, arrays)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, header=np.array(json.dumps(header)), **arrays)
 
 
-def load_state(path: str | os.PathLike, context: dict[str, Any]) -> SquareState:
-    """The state saved at ``path``; a HarnessError if it is missing, unreadable, or was saved
-    with another ``context``."""
+def load_state(path: str | os.PathLike, context: dict[str, Any], config: SquareConfig, images: np.ndarray,
+               labels: np.ndarray, num_classes: int | None = None) -> SquareState:
+    """The state saved at ``path`` of the run of ``config`` on ``images`` and ``labels`` (and an engine of
+    ``num_classes`` classes, when given), fit to continue it.
+
+    A one-line HarnessError naming the file if it is missing, unreadable, larger than a state of this run can
+    be, fails its checksum, was saved with another ``context``, or breaks a guarantee of the attack."""
     if not os.path.isfile(path):
         raise HarnessError(f"no saved Square Attack state at {path}; start the run without --resume")
+    config.validate()
+    limits = _member_limits(config, images)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            arrays = {name: z[name] for name in _ARRAYS}
-        if header.get("version") != STATE_VERSION:
-            raise ValueError(f"state version {header.get('version')}, expected {STATE_VERSION}")
-        state = SquareState(config=SquareConfig(**header["config"]), iteration=int(header["iteration"]),
-                            rng=header["rng"], fingerprint=header["fingerprint"],
-                            curve=[CurvePoint(**p) for p in header["curve"]],
-                            engine_seconds=float(header["engine_seconds"]), seconds=float(header["seconds"]),
-                            **arrays)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise HarnessError(f"cannot read the Square Attack state {path} ({e}); start the run without --resume"
-                           ) from None
+        size = os.path.getsize(path)
+        if size > sum(limits.values()) + _NPY_HEADER:
+            raise HarnessError(f"{size} bytes, more than a state of this run can have")
+        header, arrays = _read(path, limits)
+    except HarnessError as e:
+        raise HarnessError(f"cannot read the Square Attack state {path} ({e}); {_START_AFRESH}") from None
+    except Exception as e:  # numpy's .npy header parser and zipfile raise many kinds (TokenError, struct.error...)
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise HarnessError(f"cannot read the Square Attack state {path} ({reason}); {_START_AFRESH}") from None
+    saved = header["context"]
     context = json.loads(json.dumps(context))  # compare as stored: tuples become lists
-    if header["context"] != context:
-        raise HarnessError(f"the state {path} was saved by another run ({_differences(header['context'], context)}); "
-                           "start the run without --resume")
+    if saved != context:
+        raise HarnessError(f"the state {path} was saved by another run ({_differences(saved, context)}); "
+                           f"{_START_AFRESH}")
+    try:
+        state = SquareState(config=SquareConfig(**header["config"]), iteration=header["iteration"],
+                            rng=header["rng"], fingerprint=header["fingerprint"],
+                            curve=[CurvePoint(**point) for point in header["curve"]],
+                            engine_seconds=header["engine_seconds"], seconds=header["seconds"], **arrays)
+        problem = SquareAttack(config).state_problem(state, images, labels, num_classes)
+    except (TypeError, ValueError, OverflowError) as e:  # a config or curve point of other fields or types
+        problem = f"does not hold a state of this attack ({type(e).__name__}: {str(e)[:200]})"
+    if problem is not None:
+        raise HarnessError(f"the Square Attack state {path} {problem}; {_START_AFRESH}")
     return state
+
+
+def _member_limits(config: SquareConfig, images: np.ndarray) -> dict[str, int]:
+    """The most bytes each member of a state file of this run can hold."""
+    n, c, h, w = images.shape
+    points = config.queries // config.curve_step + 2
+    data = {"x_best": 4 * n * c * h * w, "best_loss": 8 * n, "best_pred": n * h * w, "correct": 8 * n,
+            "labelled": 8 * n, "queries": 8 * n, "header": 4 * (_JSON_BASE + _JSON_PER_POINT * points)}
+    return {name: size + _NPY_HEADER for name, size in data.items()}
+
+
+def _read(path: str | os.PathLike, limits: dict[str, int]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and the arrays of the file, its members' sizes, header fields and checksum checked."""
+    with np.load(path, allow_pickle=False) as z:
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise HarnessError("not an .npz archive")
+        members = {info.filename: info.file_size for info in z.zip.infolist()}
+        if set(members) != {f"{name}.npy" for name in limits}:
+            raise HarnessError(f"members {short_repr(sorted(members))}, expected {sorted(f'{n}.npy' for n in limits)}")
+        for name, limit in limits.items():
+            if members[f"{name}.npy"] > limit:
+                raise HarnessError(f"{name} has {members[f'{name}.npy']} bytes, more than this run's state can have")
+        text = z["header"]
+        arrays = {name: z[name] for name in _ARRAYS}
+    if text.ndim != 0 or text.dtype.kind != "U":
+        raise HarnessError("its header is not a JSON string")
+    header = json.loads(str(text))
+    if not isinstance(header, dict) or set(header) != _HEADER_KEYS:
+        keys = short_repr(sorted(header)) if isinstance(header, dict) else type(header).__name__
+        raise HarnessError(f"header fields {keys}, expected {sorted(_HEADER_KEYS)}")
+    if header["version"] != STATE_VERSION or type(header["version"]) is not int:
+        raise HarnessError(f"state version {short_repr(header['version'])}, expected {STATE_VERSION}")
+    if header["checksum"] != _checksum({k: v for k, v in header.items() if k != "checksum"}, arrays):
+        raise HarnessError("its checksum does not match its contents: the file is damaged or was edited")
+    if not isinstance(header["context"], dict) or not isinstance(header["config"], dict) \
+            or not isinstance(header["curve"], list) or not all(isinstance(p, dict) for p in header["curve"]):
+        raise HarnessError("its context, config or curve is not of the saved form")
+    return header, arrays
+
+
+def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the header (without its checksum, keys sorted) and of each array's dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in _ARRAYS:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
     keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    return ", ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in keys)
+    return ", ".join(f"{short_repr(k)}: {short_repr(saved.get(k))} then, {short_repr(current.get(k))} now"
+                     for k in keys[:8])
