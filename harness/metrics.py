@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from harness.data.base import IGNORE_INDEX
+from harness.errors import HarnessError
 
 
 class ConfusionMatrix:
@@ -31,16 +32,20 @@ class ConfusionMatrix:
         self.matrix += np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
 
     def scores(self) -> Scores:
+        """The scores of everything counted so far; a HarnessError when no labelled pixel was counted (the
+        fractions would be 0/0: never reported as NaN)."""
         m = self.matrix.astype(np.float64)
         total = m.sum()
+        if not total:
+            raise HarnessError("no labelled pixel to score: every label is 255 (ignore); check the masks")
         tp = np.diag(m)
         union = m.sum(0) + m.sum(1) - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
         present = ~np.isnan(iou)
         return Scores(
-            pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
-            mean_iou=float(iou[present].mean()) if present.any() else float("nan"),
+            pixel_accuracy=float(tp.sum() / total),
+            mean_iou=float(iou[present].mean()),
             per_class_iou=[None if np.isnan(v) else float(v) for v in iou],
             n_pixels=int(total),
         )

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.checkpoints import default_checkpoint_path, load_checkpoint
+from harness.checkpoints import cached_checkpoint_problem, default_checkpoint_path, load_checkpoint
 from harness.commands.train import DEFAULT_SCHEDULE
 from harness.data import SegmentationData, data_key
 from harness.fileio import sha256_file
@@ -44,8 +44,9 @@ def checkpoint_path(name: str, spec: ModelsSpec, train_data: SegmentationData) -
 
 
 def missing_models(spec: ModelsSpec, train_data: SegmentationData) -> list[str]:
-    """The models of ``spec`` that have no checkpoint yet."""
-    return [name for name in spec.names if not checkpoint_path(name, spec, train_data).is_file()]
+    """The models of ``spec`` that have no usable checkpoint yet (missing, damaged, or another model's)."""
+    return [name for name in spec.names if cached_checkpoint_problem(
+        checkpoint_path(name, spec, train_data), name, spec.size, train_data.class_names) is not None]
 
 
 def ensure_models(spec: ModelsSpec, train_data: SegmentationData, val_data: SegmentationData,
@@ -58,7 +59,7 @@ def ensure_models(spec: ModelsSpec, train_data: SegmentationData, val_data: Segm
     loaded = {}
     for name in spec.names:
         path = checkpoint_path(name, spec, train_data)
-        if not path.is_file():
+        if cached_checkpoint_problem(path, name, spec.size, train_data.class_names) is not None:
             config = train_config(name, spec)
             step = None if on_step is None else (lambda report, n=name, c=config: on_step(n, c, report))
             train_and_save(name, spec.size, train_data, val_data, config, path, on_step=step)

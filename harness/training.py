@@ -16,19 +16,50 @@ from torch import nn
 from harness.checkpoints import save_checkpoint
 from harness.data import data_key
 from harness.data.base import IGNORE_INDEX, SegmentationData
+from harness.errors import HarnessError
 from harness.evaluation import evaluate
+from harness.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED
 from harness.metrics import Scores
 from harness.models import build_model
+from harness.models.finite import first_non_finite
 from harness.models.weights import load_weights
 
 
 @dataclass
 class TrainConfig:
+    """Training settings; out-of-range values (a non-finite or non-positive rate, say) are a HarnessError."""
+
     epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, top in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH)):
+            value = getattr(self, name)
+            if not _is_int(value) or not 1 <= value <= top:
+                raise HarnessError(f"training {name} must be an integer from 1 to {top}, got {value!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise HarnessError(f"training seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        if not _is_real(self.lr) or not 0 < self.lr < MAX_LR:
+            raise HarnessError(f"learning rate must be a finite number in (0, {MAX_LR:g}), got {self.lr!r}")
+        if not _is_real(self.weight_decay) or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY:
+            raise HarnessError(f"weight decay must be a finite number in [0, {MAX_WEIGHT_DECAY:g}], "
+                               f"got {self.weight_decay!r}")
+
+
+# The CLI's bound on --lr (AdamW's peak rate; useful ones are around 1e-3) and a generous one on weight decay.
+MAX_LR = 1.0
+MAX_WEIGHT_DECAY = 10.0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -64,11 +95,23 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
             images[flip] = images[flip].flip(-1)
             labels[flip] = labels[flip].flip(-1)
             logits = model(images)
-            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+            if bool((labels != IGNORE_INDEX).any()):
+                loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+            else:  # a batch with no labelled pixel teaches nothing (the mean over no pixel would be NaN)
+                loss = logits.sum() * 0.0
+            if not bool(torch.isfinite(loss)):
+                model.eval()
+                raise HarnessError(f"training diverged: the loss is {loss.item()} at epoch {epoch + 1} step "
+                                   f"{step + 1} (learning rate {config.lr:g}); lower --lr. Nothing was saved")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            bad = first_non_finite(model.named_parameters())
+            if bad is not None:
+                model.eval()
+                raise HarnessError(f"training diverged: {bad} became NaN or infinite at epoch {epoch + 1} step "
+                                   f"{step + 1} (learning rate {config.lr:g}); lower --lr. Nothing was saved")
             if on_step is not None:
                 with torch.no_grad():
                     valid = labels != IGNORE_INDEX
@@ -76,6 +119,10 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
                     acc = float(correct.sum() / valid.sum().clamp(min=1))
                 on_step(StepReport(epoch, step, steps_per_epoch, loss.item(), acc))
     model.eval()
+    bad = first_non_finite(model.state_dict().items())  # the normalisation buffers too
+    if bad is not None:
+        raise HarnessError(f"training diverged: {bad} is NaN or infinite after training (learning rate "
+                           f"{config.lr:g}); lower --lr. Nothing was saved")
 
 
 def train_and_save(name: str, size: str, train_data: SegmentationData, val_data: SegmentationData,

@@ -6,6 +6,7 @@ with class indices and 255 for "ignore". All items of one data set share one siz
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,13 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = 255
+# Labels are 8-bit with 255 reserved for "ignore", so a data set or checkpoint has at most 255 classes.
+MAX_CLASSES = IGNORE_INDEX
+
+
+def is_class_name(text: object) -> bool:
+    """A class name: a non-empty string without control characters (names are printed in tables and messages)."""
+    return isinstance(text, str) and bool(text) and not any(unicodedata.category(c).startswith("C") for c in text)
 
 
 @dataclass

@@ -1,20 +1,20 @@
 """A folder of the user's own images with PNG masks.
 
 Layout: ``DIR/images/<id>.{png,jpg,jpeg}`` and ``DIR/masks/<id>.png`` (single-channel class
-indices, 255 = ignore). Optional ``DIR/classes.txt`` (one class name a line; otherwise
-classes are numbered up to the largest label found) and ``DIR/train.txt`` / ``DIR/val.txt``
-(ids one a line; otherwise every fifth id in sorted order is validation).
+indices, 255 = ignore; see :mod:`harness.data.imagefiles` for what a mask must be). Optional
+``DIR/classes.txt`` (UTF-8, one class name a line, 2 to 255 distinct names; otherwise classes are
+numbered up to the largest label found) and ``DIR/train.txt`` / ``DIR/val.txt`` (UTF-8, ids one a
+line; otherwise every fifth id in sorted order is validation).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from harness.data.base import IGNORE_INDEX, SegmentationData
-from harness.data.imagefiles import read_pairs
+from harness.data.base import IGNORE_INDEX, MAX_CLASSES, SegmentationData, is_class_name
+from harness.data.imagefiles import mask_labels, read_pairs
+from harness.data.listfiles import read_lines
 from harness.errors import HarnessError
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -24,23 +24,54 @@ DEFAULT_SIZE = 256
 def _ids_for_split(root: Path, all_ids: list[str], split: str) -> list[str]:
     list_file = root / f"{split}.txt"
     if list_file.is_file():
-        return [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        ids = read_lines(list_file)
+        repeated = [i for i, count in Counter(ids).items() if count > 1]
+        if repeated:
+            raise HarnessError(f"{list_file} names {repeated[0]!r} more than once; list each id once")
+        return ids
     return [i for n, i in enumerate(all_ids) if (n % 5 == 4) == (split == "val")]
 
 
 def _class_names(root: Path, mask_dir: Path) -> list[str]:
     names_file = root / "classes.txt"
     if names_file.is_file():
-        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-        if len(names) < 2:
-            raise HarnessError(f"{names_file} must list at least two classes, one a line")
+        names = read_lines(names_file)
+        if not 2 <= len(names) <= MAX_CLASSES:
+            raise HarnessError(f"{names_file} lists {len(names)} classes; list 2 to {MAX_CLASSES}, one a line "
+                               f"(masks are 8-bit with {IGNORE_INDEX} = ignore)")
+        odd = next((n for n in names if not is_class_name(n)), None)
+        if odd is not None:
+            raise HarnessError(f"{names_file} holds the class name {odd!r} with control characters; "
+                               "use plain text, one name a line")
+        if len(set(names)) != len(names):
+            twice = next(n for n, count in Counter(names).items() if count > 1)
+            raise HarnessError(f"{names_file} names the class {twice!r} more than once")
         return names
     top = 0
-    for mask in sorted(mask_dir.glob("*.png")):
-        values = np.unique(np.asarray(Image.open(mask)))
+    try:
+        masks = sorted(p for p in mask_dir.glob("*.png") if p.is_file())
+    except OSError as e:
+        raise HarnessError(f"cannot list {mask_dir}: {e.strerror or e}") from None
+    for mask in masks:
+        values = mask_labels(mask)
         values = values[values != IGNORE_INDEX]
         top = max(top, int(values.max()) if values.size else 0)
     return [f"class{k}" for k in range(max(top + 1, 2))]
+
+
+def _images_by_id(image_dir: Path) -> dict[str, Path]:
+    by_id: dict[str, Path] = {}
+    try:
+        entries = sorted(image_dir.iterdir())
+    except OSError as e:
+        raise HarnessError(f"cannot list {image_dir}: {e.strerror or e}") from None
+    for path in entries:
+        if path.suffix.lower() not in _IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in by_id:
+            raise HarnessError(f"{by_id[path.stem]} and {path} share the id {path.stem!r}; keep one image per id")
+        by_id[path.stem] = path
+    return by_id
 
 
 def load_folder(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: int | None = None) -> SegmentationData:
@@ -48,7 +79,7 @@ def load_folder(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: i
     image_dir, mask_dir = root / "images", root / "masks"
     if not image_dir.is_dir() or not mask_dir.is_dir():
         raise HarnessError(f"{root} must contain images/ and masks/ (masks/<id>.png for each images/<id>.jpg|png)")
-    by_id = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+    by_id = _images_by_id(image_dir)
     if not by_id:
         raise HarnessError(f"{image_dir} holds no .png/.jpg images")
     ids = _ids_for_split(root, sorted(by_id), split)[:limit]
@@ -61,10 +92,6 @@ def load_folder(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: i
     if missing:
         raise HarnessError(f"{len(missing)} images have no mask in {mask_dir}, first {missing[0]}.png")
     class_names = _class_names(root, mask_dir)
-    images, labels = read_pairs([(by_id[i], mask_dir / f"{i}.png") for i in ids], size)
-    valid = labels[labels != IGNORE_INDEX]
-    if valid.size and int(valid.max()) >= len(class_names):
-        raise HarnessError(f"masks in {mask_dir} hold label {int(valid.max())} but only "
-                           f"{len(class_names)} classes are named in classes.txt")
+    images, labels = read_pairs([(by_id[i], mask_dir / f"{i}.png") for i in ids], size, len(class_names))
     return SegmentationData("folder", split, class_names, images, labels, ids,
                             {"size": size, "root": str(root.resolve())})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.data.base import SegmentationData
 from harness.data.imagefiles import read_pairs
+from harness.data.listfiles import read_lines
 from harness.errors import HarnessError
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -34,12 +35,14 @@ def load_voc(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: int 
     list_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         raise HarnessError(f"{list_file} is missing: the VOC split {split!r} cannot be read")
-    ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()][:limit]
+    ids = read_lines(list_file)[:limit]
+    if not ids:
+        raise HarnessError(f"{list_file} lists no image ids")
     pairs = [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids]
     missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
     if missing:
         raise HarnessError(f"VOC folder incomplete: {len(missing)} files listed in {list_file.name} are "
                            f"missing, first {missing[0]}")
-    images, labels = read_pairs(pairs, size)
+    images, labels = read_pairs(pairs, size, len(CLASS_NAMES))
     return SegmentationData("voc", split, list(CLASS_NAMES), images, labels, ids,
                             {"size": size, "root": str(voc.resolve())})

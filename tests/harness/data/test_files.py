@@ -82,3 +82,24 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "classes.txt").unlink()
     with pytest.raises(HarnessError, match="single-channel"):
         load_data("folder", "val", root=str(tmp_path))
+
+
+def _voc(voc_root):
+    return voc_root / "VOCdevkit" / "VOC2012"
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda voc: Image.fromarray(np.full((30, 40), 30, np.uint8)).save(voc / "SegmentationClass/2007_000004.png"),
+     "holds label 30, but there are only 21 classes"),
+    (lambda voc: Image.fromarray(np.zeros((40, 30), np.uint8)).save(voc / "SegmentationClass/2007_000004.png"),
+     "but its image"),
+    (lambda voc: (voc / "SegmentationClass/2007_000004.png").write_bytes(b""), "mask"),
+    (lambda voc: (voc / "ImageSets/Segmentation/val.txt").write_bytes("2007_000004\n\xe9\n".encode("latin-1")),
+     "not UTF-8"),
+    (lambda voc: (voc / "ImageSets/Segmentation/val.txt").write_text("\n\n"), "lists no image ids"),
+], ids=["label beyond 21 classes", "mask transposed", "empty mask", "Latin-1 list", "empty list"])
+def test_voc_faults_are_one_line(voc_root, damage, expected):
+    damage(_voc(voc_root))
+    with pytest.raises(HarnessError, match=expected) as caught:
+        load_data("voc", "val", root=str(voc_root), size=32)
+    assert "\n" not in str(caught.value)
