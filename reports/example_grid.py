@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 
 from harness.data.base import IGNORE_INDEX
 from harness.fileio import atomic_path
+from reports.figures import plain_text
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -75,8 +76,8 @@ def plot_example_grid(clean: np.ndarray, adversarial: np.ndarray, clean_pred: np
                 axes.set_title(headers[column], fontsize=10)
     handles = [Patch(facecolor=colours[i] / 255, edgecolor="black", linewidth=0.5, label=name)
                for i, name in enumerate(class_names)]
-    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), fontsize=9,
-                  frameon=False, title="class palette (white: ignore)", title_fontsize=9)
-    figure.suptitle(title, fontsize=11)
+    plain_text(figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), fontsize=9,
+                             frameon=False, title="class palette (white: ignore)", title_fontsize=9))
+    figure.suptitle(title, fontsize=11, parse_math=False)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

@@ -7,8 +7,16 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from harness.fileio import atomic_path
+
+
+def plain_text(legend: Legend) -> Legend:
+    """``legend`` with its labels drawn as they are: names from recorded files are never TeX ("$\\frac$")."""
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+    return legend
 
 
 def pgd_sweep_curves(records: list[dict[str, Any]], metric: str = "pixel_accuracy"
@@ -36,9 +44,9 @@ def plot_pgd_sweep(records: list[dict[str, Any]], path: str | os.PathLike, title
         axes.plot(xs, ys, marker="o", label=model)
     axes.set_xlabel("PGD iterations (0 = clean)")
     axes.set_ylabel("pixel accuracy (%)")
-    axes.set_title(title)
+    axes.set_title(title, parse_math=False)
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    plain_text(axes.legend())
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -64,8 +72,8 @@ def plot_square_curves(curves: dict[str, list[dict[str, Any]]], path: str | os.P
         axes.set_xlabel("queries per image")
         axes.set_ylabel(ylabel)
         axes.grid(True, alpha=0.3)
-        axes.legend()
-    figure.suptitle(title)
+        plain_text(axes.legend())
+    figure.suptitle(title, parse_math=False)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

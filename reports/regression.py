@@ -11,10 +11,11 @@ Contract (DESIGN.md, "Results"):
   A record regresses when either metric drops by more than its tolerance (default
   ``DEFAULT_TOLERANCE`` points; per-attack overrides). Improvements never fail; they are shown.
 - Inputs that cannot be compared are a ``HarnessError`` (exit code 2): two records of one file with
-  the same key, an empty baseline, a metric that is not a finite number in [0, 1], a ``params``
-  that is not an object. A baseline record missing from the results, and a results record absent
-  from the baseline ("new"), are reported by ``compare`` and turned into exit code 2 by ``outcome``
-  (new records only unless ``allow_new``): a record the gate does not cover fails closed.
+  the same key, an empty baseline, a record off the results schema (``reports.results.validate_record``:
+  e.g. a metric that is not a finite number in [0, 1], a ``params`` that is not an object of scalars).
+  A baseline record missing from the results, and a results record absent from the baseline ("new"),
+  are reported by ``compare`` and turned into exit code 2 by ``outcome`` (new records only unless
+  ``allow_new``): a record the gate does not cover fails closed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import CHECK_FAILED, USAGE_ERROR, HarnessError
+from reports.results import validate_record
+from reports.tables import ReadableTable
 
 DEFAULT_TOLERANCE = 1.0
 """Points (of percent) a metric may drop before the check fails."""
@@ -94,27 +97,15 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _metric(record: Mapping[str, Any], name: str, where: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or not 0 <= value <= 1:
-        raise HarnessError(f"{where}: {name} must be a fraction in [0, 1], got {json.dumps(value)}")
-    return float(value)
-
-
 def index_records(records: list[dict[str, Any]], where: str) -> dict[RecordKey, dict[str, Any]]:
-    """Records by key, in file order. Duplicate keys or invalid metrics/params are a HarnessError.
+    """Records by key, in file order. A record off the schema (reports.results.validate_record) or a duplicate
+    key is a HarnessError.
 
     ``where`` names the file in messages (e.g. ``"baseline baseline.json"``).
     """
     index: dict[RecordKey, dict[str, Any]] = {}
     for i, record in enumerate(records):
-        try:
-            key = record_key(record)
-        except HarnessError as e:
-            raise HarnessError(f"{where}: record {i}: {e}") from None
-        for name, _ in METRICS:
-            _metric(record, name, f"{where}: record {i}")
+        key = record_key(validate_record(record, f"{where}: record {i}"))
         if key in index:
             raise HarnessError(f"{where}: two records have the key {key_label(key)}; keys must be unique "
                                "(model, engine, precision, attack, params, n_images, size, source)")
@@ -250,7 +241,7 @@ def delta_table(comparison: Comparison, title: str = "regression check (values i
     fields = [key_fields(row.key) for row in comparison.rows]
     show_size = any(f["size"] for f in fields)
     show_source = any(f["source_model"] or f["source_engine"] for f in fields)
-    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table = ReadableTable(title=title, box=box.SIMPLE_HEAD, key_columns=5 + show_size + show_source)
     table.add_column("status", no_wrap=True)
     table.add_column("model", no_wrap=True)
     if show_size:

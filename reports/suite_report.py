@@ -1,79 +1,27 @@
 """A suite run's report, rendered from its run directory alone: ``DIR/report/report.md`` and its PNG figures.
 
 Reads what harness/suite.py recorded (``results.json``, ``suite.json``, ``data/*``) and runs nothing: no model,
-no checkpoint, no engine. :func:`load_run` raises HarnessError (one line) when the directory is not a readable
-suite run; :func:`render_report` overwrites the report directory's files atomically.
+no checkpoint, no engine. :func:`load_run` (reports.run_dir) raises HarnessError (one line) when the directory is
+not a readable, valid suite run; :func:`render_report` overwrites the report directory's files atomically.
 """
 
 from __future__ import annotations
 
-import os
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from harness.data.base import IGNORE_INDEX
-from harness.errors import HarnessError
-from harness.fileio import read_json, write_bytes_atomic
-from harness.suite_config import CheckSpec
+from harness.fileio import write_bytes_atomic
 from reports import suite_tables
 from reports.example_grid import plot_example_grid
 from reports.figures import plot_pgd_sweep, plot_square_curves
 from reports.markdown import markdown_table
-from reports.results import read_results
+from reports.run_dir import RecordedRun, load_run, read_suite_check
 
-EXAMPLE_ARRAYS = ("clean", "adversarial", "labels", "clean_pred", "adversarial_pred")
-
-
-@dataclass
-class RecordedRun:
-    """Everything a suite run recorded; the data of an experiment that was not run is None."""
-
-    directory: Path
-    records: list[dict[str, Any]]
-    suite: dict[str, Any]
-    sweep: dict[str, Any] | None
-    curves: list[dict[str, Any]] | None
-    examples: dict[str, np.ndarray] | None
-    examples_meta: dict[str, Any] | None
-
-
-def load_run(directory: str | os.PathLike) -> RecordedRun:
-    """The recorded run in ``directory``; HarnessError when it is not a readable suite run directory."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise HarnessError(f"run directory {directory} does not exist")
-    if not (directory / "suite.json").is_file():
-        raise HarnessError(f"{directory} is not a suite run directory (no suite.json); run python -m harness suite "
-                           f"--out {directory}")
-    records = read_results(directory / "results.json")
-    suite = _json(directory / "suite.json", keys=("suite",))
-    sweep = _json(directory / "data" / "pgd_sweep.json", optional=True, keys=("records", "eps", "n_images"))
-    curves = _json(directory / "data" / "square_curves.json", optional=True, keys=("curves",))
-    examples, meta = _examples(directory / "data")
-    return RecordedRun(directory, records, suite, sweep, None if curves is None else curves["curves"], examples, meta)
-
-
-def read_suite_check(path: str | os.PathLike) -> CheckSpec:
-    """The ``[check]`` tolerances of the suite recorded in ``path`` (a run's suite.json); the defaults when there
-    is no such file (results not written by a suite); HarnessError when it is there but unreadable or invalid."""
-    if not Path(path).is_file():
-        return CheckSpec()
-    suite = _json(Path(path), keys=("suite",))["suite"]
-    check = suite.get("check", {}) if isinstance(suite, dict) else None
-    if not isinstance(check, dict):
-        raise HarnessError(f"{path} is not the suite.json of a suite run")
-    tolerance, per_attack = check.get("tolerance", CheckSpec.tolerance), check.get("attack_tolerance", {})
-    values = [tolerance, *per_attack.values()] if isinstance(per_attack, dict) else [None]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < float("inf") for v in values):
-        raise HarnessError(f"{path}: the suite's [check] tolerances are not numbers of points >= 0: {check}")
-    return CheckSpec(float(tolerance), {str(k): float(v) for k, v in per_attack.items()})
+__all__ = ["RecordedRun", "load_run", "print_tables", "read_suite_check", "render_report", "summary_tables"]
 
 
 def summary_tables(run: RecordedRun) -> list[Table]:
@@ -85,13 +33,9 @@ def summary_tables(run: RecordedRun) -> list[Table]:
 
 
 def print_tables(console: Console, tables: list[Table]) -> None:
-    """Each table under its title on a line of its own (a long title would otherwise wrap to the table's width)."""
+    """Each table under its title (ReadableTable prints the title on lines of its own and never cuts a number)."""
     for table in tables:
-        if table.title:
-            console.print(Text(str(table.title), style="bold"))
-        title, table.title = table.title, None
         console.print(table)
-        table.title = title
 
 
 def render_report(run: RecordedRun) -> Path:
@@ -126,29 +70,6 @@ def render_report(run: RecordedRun) -> Path:
     path = out / "report.md"
     write_bytes_atomic(path, ("\n".join(lines).rstrip() + "\n").encode())
     return path
-
-
-def _json(path: Path, optional: bool = False, keys: tuple[str, ...] = ()) -> Any:
-    """The JSON object in ``path`` holding ``keys`` (None when ``optional`` and absent); HarnessError otherwise."""
-    if optional and not path.exists():
-        return None
-    doc = read_json(path)
-    missing = [k for k in keys if not isinstance(doc, dict) or k not in doc]
-    if missing:
-        raise HarnessError(f"{path} is not what a suite run writes (no {missing[0]!r}); re-run the suite")
-    return doc
-
-
-def _examples(data_dir: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None]:
-    meta = _json(data_dir / "examples.json", optional=True, keys=("model", "label", "eps", "class_names"))
-    if meta is None:
-        return None, None
-    try:
-        with np.load(data_dir / "examples.npz", allow_pickle=False) as z:
-            arrays = {name: z[name] for name in EXAMPLE_ARRAYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise HarnessError(f"{data_dir / 'examples.npz'} cannot be read ({e}); re-run the suite") from None
-    return arrays, meta
 
 
 def _section(heading: str, tables: list[Table], text: str = "") -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from reports.tables import deployment_gap_table, percent, robustness_table, transfer_table
+from reports.tables import ReadableTable, deployment_gap_table, percent, robustness_table, transfer_table
 
 
 def of_experiment(records: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
@@ -76,8 +76,8 @@ def square(records: list[dict[str, Any]]) -> list[Table]:
     if not selected:
         return []
     clean = {(r["model"], r["engine"], r["precision"], r["n_images"]): r for r in selected if r["attack"] == "none"}
-    table = Table(title=f"Figure 4: Square Attack (L-inf, black-box, logits only), eps {_eps(selected)}/255, "
-                        f"{_images(selected)} images")
+    table = ReadableTable(key_columns=3, title=f"Figure 4: Square Attack (L-inf, black-box, logits only), eps "
+                                               f"{_eps(selected)}/255, {_images(selected)} images")
     for column in ("model", "engine", "init", "queries / image", "clean acc", "adv acc", "clean mIoU", "adv mIoU",
                    "queries/s", "in engine"):
         table.add_column(column, justify="left" if column in ("model", "engine", "init") else "right")
@@ -98,7 +98,8 @@ def models(suite: dict[str, Any]) -> list[Table]:
     entries = suite.get("models", {})
     if not entries:
         return []
-    table = Table(title="Models (validation scores from training, on the whole validation split)")
+    table = ReadableTable(key_columns=1,
+                          title="Models (validation scores from training, on the whole validation split)")
     for column in ("model", "size", "epochs", "lr", "train time", "val pixel acc", "val mIoU", "checkpoint sha256"):
         table.add_column(column, justify="left" if column in ("model", "size", "checkpoint sha256") else "right")
     for name, m in entries.items():

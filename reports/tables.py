@@ -2,25 +2,83 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Column, Table
 from rich.text import Text
 
 from harness.metrics import Scores
 
 
+class ReadableTable(Table):
+    """A rich Table that never cuts a cell to "…", at any console width (80 columns, a CI log, a file).
+
+    Its title comes first, on lines of its own (rich would wrap it to the table's width). A table wider than the
+    console is printed as several tables, each with the first ``key_columns`` columns (the row labels) and as
+    many of the other columns as fit; a part that still does not fit folds its cells onto more lines rather than
+    truncating them. As a Table it is unchanged (columns, rows, title), so markdown_table reads it. Title,
+    headers and cells given as strings are plain text, never rich markup (they hold names from recorded files).
+    """
+
+    def __init__(self, *headers: Any, key_columns: int = 1, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("title"), str):
+            kwargs["title"] = Text(kwargs["title"])
+        super().__init__(*headers, **kwargs)
+        self.key_columns = key_columns
+
+    def add_column(self, header: Any = "", *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().add_column(Text(header) if isinstance(header, str) else header, *args, **kwargs)
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.title:  # wrapped to the console's width, not to a narrow table's
+            yield Text(str(self.title), style="bold")
+        for part in self.parts(console, options):
+            yield from Table.__rich_console__(part, console, options)
+
+    def parts(self, console: Console, options: ConsoleOptions) -> list[Table]:
+        """The untitled tables to print at ``options.max_width``: all columns when they fit, else column groups."""
+        width = options.max_width
+        if self._natural_width(console, options, self.columns) <= width:
+            return [self._part(self.columns, fold=False)]
+        keys, rest = self.columns[:self.key_columns], self.columns[self.key_columns:]
+        groups: list[list[Column]] = [[]]
+        for column in rest:
+            if groups[-1] and self._natural_width(console, options, keys + groups[-1] + [column]) > width:
+                groups.append([])
+            groups[-1].append(column)
+        return [self._part(keys + group, fold=self._natural_width(console, options, keys + group) > width)
+                for group in groups]
+
+    def _part(self, columns: list[Column], fold: bool) -> Table:
+        part = copy.copy(self)
+        part.title = None
+        part.columns = [replace(c, _index=i, **({"overflow": "fold", "no_wrap": False} if fold else {}))
+                        for i, c in enumerate(columns)]
+        return part
+
+    def _natural_width(self, console: Console, options: ConsoleOptions, columns: list[Column]) -> int:
+        part = self._part(columns, fold=False)
+        return Table.__rich_measure__(part, console, options.update_width(1 << 16)).maximum
+
+
 def scores_table(title: str, class_names: list[str], rows: list[tuple[str, Scores]]) -> Table:
-    """One row per (label, scores): pixel accuracy and mIoU in %, then per-class IoU in %."""
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("pixel acc", justify="right")
-    table.add_column("mIoU", justify="right")
-    for name in class_names:
-        table.add_column(name, justify="right")
-    for label, s in rows:
-        per_class = ["-" if v is None else f"{100 * v:.1f}" for v in s.per_class_iou]
-        table.add_row(label, f"{100 * s.pixel_accuracy:.2f}", f"{100 * s.mean_iou:.2f}", *per_class)
+    """Scores in %, long rather than wide so that it reads at 80 columns: one column per (label, scores),
+    rows pixel accuracy and mIoU, then one row of IoU per class ("-": the class is in none of the images)."""
+    table = ReadableTable(title=title, key_columns=1)
+    table.add_column("", overflow="fold")
+    for label, _ in rows:
+        table.add_column(label, justify="right", no_wrap=True)
+    table.add_row("pixel accuracy", *(f"{100 * s.pixel_accuracy:.2f}" for _, s in rows))
+    table.add_row("mIoU", *(f"{100 * s.mean_iou:.2f}" for _, s in rows), end_section=True)
+    for i, name in enumerate(class_names):
+        values = [s.per_class_iou[i] if i < len(s.per_class_iou) else None for _, s in rows]
+        table.add_row(f"IoU {name}", *("-" if v is None else f"{100 * v:.1f}" for v in values))
     return table
 
 
@@ -52,7 +110,7 @@ def robustness_table(title: str, records: list[dict[str, Any]], metric: str = "p
         if column not in columns:
             columns.append(column)
         cells[model, column] = record[metric]
-    table = Table(title=title)
+    table = ReadableTable(title=title, key_columns=1)
     table.add_column("model")
     for column in columns:
         table.add_column(column, justify="right")
@@ -74,7 +132,7 @@ def transfer_table(title: str, records: list[dict[str, Any]], metric: str = "pix
     targets = list(dict.fromkeys(r["model"] for r in selected))
     rows = list(dict.fromkeys((r["source_model"], attack_label(r)) for r in selected if r.get("source_model")))
     cells = {(r.get("source_model"), attack_label(r), r["model"]): r[metric] for r in selected}
-    table = Table(title=title)
+    table = ReadableTable(title=title, key_columns=2)
     table.add_column("source")
     table.add_column("attack")
     for target in targets:
@@ -101,7 +159,7 @@ def deployment_gap_table(title: str, records: list[dict[str, Any]], metric: str 
     columns = list(dict.fromkeys((r["engine"], r["precision"]) for r in own))
     models = list(dict.fromkeys(r["model"] for r in own))
     cells = {(r["model"], attack_label(r), (r["engine"], r["precision"])): r[metric] for r in own}
-    table = Table(title=title)
+    table = ReadableTable(title=title, key_columns=2)
     table.add_column("model")
     table.add_column("input")
     for engine, precision in columns:

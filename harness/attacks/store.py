@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +22,10 @@ import numpy as np
 from harness import __version__
 from harness.errors import HarnessError
 from harness.fileio import atomic_path
+from harness.npzfile import load_arrays
 
 FORMAT = "harness-adversarial/1"
+MAX_FILE_BYTES = 1 << 40  # no practical cap: load_arrays still refuses headers larger than their data
 
 
 @dataclass
@@ -65,15 +66,19 @@ def load_adversarial(path: str | os.PathLike) -> AdversarialSet:
     """The examples saved at ``path``; HarnessError when missing, corrupt or not such a file."""
     if not Path(path).is_file():
         raise HarnessError(f"adversarial examples file {path} does not exist")
+    arrays = load_arrays(path, ("images", "labels", "ids", "provenance"), MAX_FILE_BYTES,
+                         hint="; it is not a readable adversarial examples file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            provenance = json.loads(str(z["provenance"]))
-            images, labels, ids = z["images"], z["labels"], [str(i) for i in z["ids"]]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        provenance = json.loads(str(arrays["provenance"]))
+        images, labels, ids = arrays["images"], arrays["labels"], [str(i) for i in arrays["ids"]]
+    except (ValueError, TypeError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise HarnessError(f"{path} is not a readable adversarial examples file ({type(e).__name__}: {e})") from None
     if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
         raise HarnessError(f"{path} is not a harness adversarial examples file of format {FORMAT}")
-    if images.dtype != np.float32 or images.ndim != 4 or not len(images) == len(ids) == len(labels) \
+    if images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3 or labels.dtype != np.uint8 \
+            or labels.shape != (images.shape[0], *images.shape[2:]) or len(ids) != len(images) \
             or images_sha256(images) != provenance.get("images_sha256"):
         raise HarnessError(f"{path} is damaged: its images do not match the recorded shape or hash")
+    if images.size and (not np.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+        raise HarnessError(f"{path} is damaged: its images are not finite values in [0, 1]")
     return AdversarialSet(images, labels, ids, provenance)

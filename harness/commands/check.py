@@ -10,16 +10,17 @@ writes the results file as the new baseline atomically and exits 0.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from rich.console import Console
 
+from harness.commands.common import float_in
 from harness.errors import HarnessError
-from harness.fileio import write_bytes_atomic
+from harness.fileio import check_outputs, write_bytes_atomic
+from harness.limits import MAX_POINTS
 from reports.regression import DEFAULT_TOLERANCE, compare, delta_table
 from reports.results import read_results
-from reports.suite_report import read_suite_check
+from reports.run_dir import read_suite_check
 
 HELP = "regression gate: compare results.json with a baseline; exit 0 pass, 1 regression, 2 bad input"
 
@@ -28,15 +29,8 @@ console = Console()
 console.width = max(console.width, 160)
 
 
-def points(text: str) -> float:
-    """An argparse type: a finite number of percentage points >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of points >= 0")
-    return value
+# An argparse type: a finite number of percentage points in [0, 100].
+points = float_in(0, MAX_POINTS)
 
 
 def attack_points(text: str) -> tuple[str, float]:
@@ -65,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.update_baseline:
+        check_outputs({"--baseline (written by --update-baseline)": args.baseline})
     results = read_results(args.results)
     baseline_path = Path(args.baseline)
     if args.update_baseline and not baseline_path.exists():

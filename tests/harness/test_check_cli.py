@@ -109,7 +109,8 @@ def test_new_records_pass_with_allow_new(files, capsys):
 
 def test_a_negative_tolerance_is_a_usage_error(files, capsys):
     assert check(*files, "--tolerance", "-1") == 2
-    assert "must be a finite number of points >= 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --tolerance" in err and len(err.strip().splitlines()) == 1
 
 
 def test_update_baseline_writes_the_results_atomically_and_then_passes(files, capsys):
