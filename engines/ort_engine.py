@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from engines.availability import require
@@ -62,7 +63,8 @@ class OrtEngine(Engine):
         self._sha256 = sha256_file(self.path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU provider warns about fp16 nodes it casts
-        options.intra_op_num_threads = self._threads or len(os.sched_getaffinity(0))
+        # The process's torch thread count, which harness.threads.set_threads chose: one policy for both pools.
+        options.intra_op_num_threads = self._threads or torch.get_num_threads()
         # Idle worker threads would busy-wait between runs and starve torch or other engines on the same cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [_PROVIDERS[self._device]] + (["CPUExecutionProvider"] if self._device == "cuda" else [])

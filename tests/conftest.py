@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from harness.checkpoints import default_checkpoint_path, load_checkpoint
 from harness.cli import main
 from harness.commands.common import load_model
 from harness.data import SegmentationData, data_key, load_data
 from harness.models.normalize import SegmentationModel
+from harness.threads import set_threads
 from harness.training import TrainConfig, train_and_save
 
 # Short training keeps the suite fast: about 80-90 % pixel accuracy on the built-in data (the defaults reach 91-96 %).
@@ -31,12 +31,24 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = os.environ.get("HARNESS_TEST_CACHE") or str(tmp_path_factory.mktemp("harness-cache"))
     previous = os.environ.get("HARNESS_CACHE")
     os.environ["HARNESS_CACHE"] = path
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    set_threads()  # the CLI's policy: OMP_NUM_THREADS when set, else the idle cores
     yield path
     if previous is None:
         os.environ.pop("HARNESS_CACHE", None)
     else:
         os.environ["HARNESS_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def int8_min_agreement() -> float:
+    """The int8 argmax agreement with fp32 that the briefly trained test models promise (fraction).
+
+    Not the export command's default (98 %, for the models ``train`` makes): these models are less certain, and
+    their agreement (97.7-99.7 % measured) moves with the thread count that trained them. A constant map of the
+    reference's majority class already agrees on 81-98 %, so tests/exporters/test_onnx_fp16_int8.py adds the
+    bounds on the logits that tell a broken quantisation from a correct one.
+    """
+    return 0.96
 
 
 @pytest.fixture(scope="session")
