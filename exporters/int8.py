@@ -13,7 +13,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from exporters.onnx_file import INPUT_NAME, load_onnx, read_metadata, save_onnx, write_metadata
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
-from harness.fileio import sha256_file
+from harness.fileio import scratch_dir, sha256_file
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_CALIBRATION_IMAGES = 64
@@ -87,7 +86,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)  # its per-tensor info lines would drown the CLI output
     try:
-        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp:
+        with scratch_dir(dst) as tmp:  # a killed run leaves it; the next write beside dst removes it
             prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
             # Constant folding and shape inference first, as onnxruntime recommends before quantising.
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)

@@ -10,13 +10,21 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from harness import __version__
-from harness.errors import USAGE_ERROR, HarnessError
+from harness.errors import USAGE_ERROR, HarnessError, error_line
+from harness.fileio import cache_dir, check_output_dir
 
 # Order of the command list in --help.
 COMMANDS = ["models", "train", "eval", "export", "engines", "attack", "whitebox", "sweep", "blackbox", "transfer",
             "suite", "report", "check"]
+
+# Commands that write nothing to the cache (models only lists its checkpoints).
+CACHE_FREE = frozenset({"models", "engines", "report", "check"})
+# What the other commands write under the cache (harness.fileio.cache_dir()).
+CACHE_SUBDIRS = ("data", "checkpoints", "artifacts", "square", "adversarial", "tensorrt")
+INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code. Every failure is one line on stderr: ``error: ...``, exit 2 (1 only
+    for a check that ran and failed), 130 after Ctrl-C. Nothing escapes as a traceback: an OSError or any
+    other unexpected exception is the last-resort line (fail closed: ``check`` never reads a crash as a
+    regression); ``HARNESS_TRACEBACK=1`` prints the traceback before it."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while the command modules import torch
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -49,14 +69,52 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     if args.command is None:
         parser.print_help()
+        print(f"{parser.prog}: error: give a COMMAND (see --help)", file=sys.stderr)
         return USAGE_ERROR
+    previous = os.environ.get("HARNESS_CACHE")
     if args.cache_dir:
         os.environ["HARNESS_CACHE"] = args.cache_dir
     try:
+        if args.command not in CACHE_FREE:
+            _check_cache(args)
         return int(args.run(args) or 0)
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:
+        return _fail(e, f"{os.fsdecode(e.filename)}: {e.strerror}" if e.filename and e.strerror
+                     else f"{type(e).__name__}: {e}")
+    except MemoryError as e:
+        return _fail(e, "out of memory; use fewer images (--n-images), a smaller --batch-size or --image-size")
+    except Exception as e:  # the net under every specific check; not a substitute for them
+        return _fail(e, f"unexpected {type(e).__name__}: {error_line(e)} (a bug, or an input the harness "
+                        f"does not check yet; HARNESS_TRACEBACK=1 shows the traceback)")
+    finally:
+        if args.cache_dir:  # in-process callers (the tests) keep their own cache
+            if previous is None:
+                os.environ.pop("HARNESS_CACHE", None)
+            else:
+                os.environ["HARNESS_CACHE"] = previous
+
+
+def _check_cache(args: argparse.Namespace) -> None:
+    """The cache can be written: checked before the work, like every output option."""
+    option = "--cache-dir" if args.cache_dir else "HARNESS_CACHE" if os.environ.get("HARNESS_CACHE") else \
+        "the cache directory"
+    root = check_output_dir(cache_dir(), option)
+    for sub in CACHE_SUBDIRS:
+        if (root / sub).exists() and not (root / sub).is_dir():
+            raise HarnessError(f"{option} {root}: {root / sub} is a file, not a directory; remove it")
+
+
+def _fail(e: BaseException, message: str) -> int:
+    if os.environ.get("HARNESS_TRACEBACK"):
+        traceback.print_exception(e)
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _one_line(message: str) -> str:
+    """A message on one line, of bounded length (an exception's text can hold a whole array)."""
+    line = " ".join(message.split())
+    return line if len(line) <= 500 else line[:480] + " ..."

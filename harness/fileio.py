@@ -1,45 +1,83 @@
-"""Atomic file writes and content hashes: nothing is ever left half-written."""
+"""Atomic file writes, output-path checks and content hashes: nothing is ever left half-written.
+
+Every file the harness writes goes through :func:`atomic_path`: a temporary file beside the target, renamed
+onto it on success. The temporary name carries the host and the writer's process id
+(``.NAME.<host>-<pid>.<token>.tmp``), so that a later write to the same place removes what a killed writer
+left behind. An OSError while writing becomes a one-line HarnessError. Commands call
+:func:`check_output_file` / :func:`check_output_dir` for each output option before their expensive work.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
-from collections.abc import Iterator
+import shutil
+import socket
+import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+
+_DEFAULT_NAME_MAX = 255
+_DEFAULT_PATH_MAX = 4096
+_TOKEN_HEX = 12  # characters of the random part of a temporary name
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is untouched. The file ends with
-    the mode a plain ``open()`` would give it: an existing target's mode, else 0666 less the umask.
+    On any exception the temporary file is removed and ``target`` is untouched; an OSError (full disk,
+    read-only or missing directory, a name too long...) becomes a one-line HarnessError naming ``target``.
+    The file ends with the mode a plain ``open()`` would give it: an existing target's mode, else 0666
+    less the umask. Temporary files of this target left by a writer that no longer runs (killed) are removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path, mode = _new_temp_file(target)
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target)
+        tmp_path, mode = _new_temp_file(target)
         yield tmp_path
         if target.exists():
             mode = target.stat().st_mode & 0o7777
         tmp_path.chmod(mode)  # the writer may have replaced the file, so set it again
         os.replace(tmp_path, target)
+    except OSError as e:
+        raise HarnessError(f"cannot write {_show(target)}: {_reason(e, tmp_path)}") from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
+
+
+def _temp_stem(name: str, name_max: int) -> str:
+    """``name``, shortened (by whole characters) so that the temporary name fits ``name_max`` bytes."""
+    room = name_max - len(f"..{_HOST}-{2**22}.{'0' * _TOKEN_HEX}.tmp")
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name
+
+
+def _temp_pattern(target: Path, name_max: int) -> re.Pattern[str]:
+    stem = re.escape(_temp_stem(target.name, name_max))
+    return re.compile(rf"\.{stem}\.([0-9a-f]{{6}})-([0-9]{{1,10}})\.[0-9a-f]{{{_TOKEN_HEX}}}\.tmp")
 
 
 def _new_temp_file(target: Path) -> tuple[Path, int]:
     """An empty file with a fresh name beside ``target``, and its mode. Created like ``open()`` does
     (0666 through the kernel's umask), which avoids reading the process-wide umask, a race with threads."""
-    while True:
-        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    stem = _temp_stem(target.name, _name_max(target.parent))
+    for _ in range(100):  # a clash of 48 random bits is all but impossible; the bound keeps the loop finite
+        path = target.with_name(f".{stem}.{_HOST}-{os.getpid()}.{secrets.token_hex(_TOKEN_HEX // 2)}.tmp")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -48,6 +86,215 @@ def _new_temp_file(target: Path) -> tuple[Path, int]:
             return path, os.fstat(fd).st_mode & 0o7777
         finally:
             os.close(fd)
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(target.parent))
+
+
+@contextlib.contextmanager
+def scratch_dir(beside: str | os.PathLike) -> Iterator[Path]:
+    """A fresh private directory beside ``beside`` (same file system, so its files can be renamed onto the
+    target), removed on exit. Named like atomic_path's temporary files: scratch directories that a killed
+    process left there are removed by the next one. OSError becomes a one-line HarnessError."""
+    target = Path(beside)
+    path: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(target)
+        stem = _temp_stem(target.name, _name_max(target.parent))
+        path = target.with_name(f".{stem}.{_HOST}-{os.getpid()}.{secrets.token_hex(_TOKEN_HEX // 2)}.tmp")
+        path.mkdir()
+        yield path
+    except OSError as e:
+        raise HarnessError(f"cannot write {_show(target)}: {_reason(e)}") from None
+    finally:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (and scratch directories) of ``target`` whose writer, a process of this host,
+    no longer runs (it was killed mid-write); returns them. Files of live writers and of other hosts are left
+    alone; a file that another process removes first is simply skipped."""
+    target = Path(target)
+    pattern = _temp_pattern(target, _name_max(target.parent))
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or match[1] != _HOST or _process_alive(int(match[2])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):  # a scratch_dir
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # a write of this process (another thread) may still be in progress
+    if pid <= 0:
+        return False  # no writer has such a pid (and os.kill would signal a process group)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: it runs, as another user; anything else: do not guess
+        return True
+    return True
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Check that a file can be written at ``path`` (by :func:`atomic_path`) before the work that produces it.
+
+    ``path`` may exist as a regular file (it is replaced) or not exist; its missing parent directories must be
+    creatable. The test is honest: a temporary file is created and removed in the nearest existing directory.
+    Raises a one-line HarnessError naming ``option`` and the reason; returns ``path`` as a Path.
+    """
+    path = _as_path(path, option)
+    info = _stat(path, option)
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise HarnessError(f"{option} {_show(path)} is a directory; give a file name")
+        if not stat.S_ISREG(info.st_mode):
+            raise HarnessError(f"{option} {_show(path)} is not a regular file (a device, pipe or socket); "
+                               "give a file name")
+    _check_creatable(path, option)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Check that ``path`` is, or can be created as, a directory in which files can be written.
+
+    Raises a one-line HarnessError naming ``option`` and the reason; returns ``path`` as a Path.
+    """
+    path = _as_path(path, option)
+    info = _stat(path, option)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise HarnessError(f"{option} {_show(path)} is a file, not a directory")
+    if info is None:
+        _check_creatable(path, option)
+    else:
+        _probe(path, path / "probe", option)
+    return path
+
+
+def check_outputs(files: Mapping[str, str | os.PathLike | None],
+                  dirs: Mapping[str, str | os.PathLike | None] | None = None) -> None:
+    """:func:`check_output_file` for each ``{option: path}`` of ``files`` and :func:`check_output_dir` for each
+    of ``dirs`` (None: the option was not given), and no two of the files are the same: what a command calls
+    before its expensive work."""
+    for option, path in (dirs or {}).items():
+        if path is not None:
+            check_output_dir(path, option)
+    for option, path in files.items():
+        if path is not None:
+            check_output_file(path, option)
+    _check_distinct(files)
+
+
+def _check_distinct(paths: Mapping[str, str | os.PathLike | None]) -> None:
+    """HarnessError when two output options (``{option: path}``; None: not given) name the same file."""
+    seen: dict[str, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise HarnessError(f"{seen[key]} and {option} name the same file {_show(Path(path))}; give two names")
+        seen[key] = option
+
+
+def _as_path(path: str | os.PathLike, option: str) -> Path:
+    text = os.fspath(path)
+    if not text:
+        raise HarnessError(f"{option}: the path is empty")
+    if "\0" in str(text):
+        raise HarnessError(f"{option}: the path contains a NUL character")
+    return Path(text)
+
+
+def _stat(path: Path, option: str) -> os.stat_result | None:
+    """``os.stat(path)``, None when it does not exist (or a component is a file: reported by the caller)."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        hint = f"; each name may have at most {_DEFAULT_NAME_MAX} bytes" if e.errno == errno.ENAMETOOLONG else ""
+        raise HarnessError(f"{option} {_show(path)}: {e.strerror or type(e).__name__}{hint}") from None
+
+
+def _check_creatable(path: Path, option: str) -> None:
+    """The missing components of ``path`` can be created: the nearest existing ancestor is a writable
+    directory and every new name fits the file system's limits."""
+    missing = [path.name]
+    ancestor = path.parent
+    while True:
+        info = _stat(ancestor, option)
+        if info is not None:
+            break
+        if ancestor.parent == ancestor:  # a missing root: only possible for odd relative paths
+            raise HarnessError(f"{option} {_show(path)}: no existing directory above it")
+        missing.append(ancestor.name)
+        ancestor = ancestor.parent
+    if not stat.S_ISDIR(info.st_mode):
+        raise HarnessError(f"{option} {_show(path)}: {_show(ancestor)} is a file, not a directory")
+    name_max = _name_max(ancestor)
+    for name in missing:
+        if len(os.fsencode(name)) > name_max:
+            raise HarnessError(f"{option} {_show(path)}: the name {_show(Path(name))} is too long "
+                               f"({len(os.fsencode(name))} bytes; this file system allows {name_max})")
+    length = len(os.fsencode(os.path.abspath(path)))
+    if length >= _path_max(ancestor):
+        raise HarnessError(f"{option} {_show(path)}: the path is too long ({length} bytes; the limit is "
+                           f"{_path_max(ancestor)})")
+    _probe(ancestor, path, option)
+
+
+def _probe(directory: Path, path: Path, option: str) -> None:
+    """Create and remove a temporary file in ``directory``: the honest test that files can be written there."""
+    try:
+        remove_stale_temp_files(directory / "harness-probe")  # a probe of a killed process
+        probe, _ = _new_temp_file(directory / "harness-probe")
+    except OSError as e:
+        raise HarnessError(f"{option} {_show(path)}: cannot create files in {_show(directory)} "
+                           f"({e.strerror or type(e).__name__})") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return _DEFAULT_NAME_MAX
+
+
+def _path_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return _DEFAULT_PATH_MAX
+
+
+def _reason(e: OSError, tmp_path: Path | None = None) -> str:
+    """An OSError as a short reason: its strerror, and the file it concerns when that is not the target."""
+    reason = e.strerror or type(e).__name__
+    filename = e.filename
+    if filename is not None and (tmp_path is None or os.fspath(filename) != os.fspath(tmp_path)):
+        reason += f" ({_show(Path(os.fsdecode(filename)))})"
+    return reason
+
+
+def _show(path: Path) -> str:
+    """``path`` for a one-line message: very long paths keep their start and end."""
+    text = str(path)
+    return text if len(text) <= 160 else f"{text[:100]}...{text[-40:]}"
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
@@ -58,6 +305,8 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
 def read_json(path: str | os.PathLike, what: str = "") -> Any:
     """The JSON document in ``path``; a one-line HarnessError, prefixed with ``what`` (e.g. "results file "),
     when it is missing, unreadable or not JSON (a truncated write, say)."""
+    if os.path.exists(path) and not os.path.isfile(path):  # a directory, or a FIFO that would block for ever
+        raise HarnessError(f"{what}{path} is not a regular file")
     try:
         with open(path) as f:
             return json.load(f)
@@ -65,7 +314,9 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
         raise HarnessError(f"{what}{path} does not exist") from None
     except OSError as e:
         raise HarnessError(f"{what}{path} cannot be read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise HarnessError(f"{what}{path} is not a harness file: its JSON is nested too deeply to read") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
         raise HarnessError(f"{what}{path} is not valid JSON ({e}); re-run to regenerate it") from None
 
 

@@ -28,14 +28,14 @@ import torch
 
 from engines.factory import artifact_for
 from harness import __version__
-from harness.commands.common import set_threads
 from harness.data import SegmentationData, load_data
-from harness.fileio import atomic_path, write_json_atomic
+from harness.fileio import atomic_path, check_output_dir, check_outputs, write_json_atomic
 from harness.suite_config import SuiteConfig
 from harness.suite_progress import Phase, SuiteProgress
 from harness.suite_square import run_square
 from harness.suite_training import ensure_models, missing_models, train_config
 from harness.suite_whitebox import example_arrays, gradients, run_whitebox, sweep_attacks, table1_attacks
+from harness.threads import set_threads
 from harness.training import StepReport, TrainConfig
 from harness.transfer import (
     EngineChoice,
@@ -63,17 +63,32 @@ class SuiteRun:
     trained: list[str] = field(default_factory=list)
 
 
+# What a run writes into its directory, relative to it (see the module docstring and reports.suite_report).
+RUN_DIRS = ("data", "report")
+RUN_FILES = ("results.json", "suite.json", "data/pgd_sweep.json", "data/square_curves.json", "data/examples.npz",
+             "data/examples.json", "report/report.md")
+
+
+def check_run_dir(out_dir: str | Path, option: str) -> Path:
+    """Fail with one line, before any work, when the run directory or a file a run writes into it cannot be
+    written (a file where a directory belongs, a read-only place, a name too long...); ``option`` names the
+    setting that chose the directory in the message."""
+    out = check_output_dir(out_dir, option)
+    check_outputs({f"{option} ({name})": out / name for name in RUN_FILES},
+                  {f"{option} ({name}/)": out / name for name in RUN_DIRS})
+    return out
+
+
 def run_suite(config: SuiteConfig, out_dir: str | Path, progress: SuiteProgress) -> SuiteRun:
     """Run every experiment of ``config`` and write ``out_dir`` as the module docstring says.
 
-    Raises HarnessError (one line) before any work when an engine of the suite cannot run here.
+    Raises HarnessError (one line) before any work when an engine of the suite cannot run here or
+    ``out_dir`` cannot be written (:func:`check_run_dir`).
     """
+    check_run_dir(out_dir, "run directory")
     threads = torch.get_num_threads()
     try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        else:
-            set_threads()
+        set_threads(config.threads or None)  # the suite's own setting wins over OMP_NUM_THREADS and the default
         return _run(config, Path(out_dir), progress)
     finally:
         torch.set_num_threads(threads)  # the caller's setting, e.g. in a test session

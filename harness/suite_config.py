@@ -21,9 +21,10 @@ from typing import Any
 from engines.availability import DEVICES, ENGINES, PRECISIONS
 from harness.attacks import attacks_from_names
 from harness.attacks.oracle import ORACLES
-from harness.attacks.square import INITS
+from harness.attacks.square import INITS, MIN_EPS
 from harness.data import DATA_SOURCES
 from harness.errors import HarnessError
+from harness.limits import MAX_NAME
 from harness.models import MODELS, SIZES
 
 SECTIONS = ("data", "models", "deployment", "whitebox", "sweep", "square", "transfer", "examples", "check")
@@ -186,9 +187,10 @@ def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfi
         raise HarnessError(f"{where}: not valid TOML ({e})") from None
     top = _Table(where, "", doc)
     name = top.string("name", "suite")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise top.error("name", f"{name!r} must be a plain file name (letters, digits, . _ -): runs/NAME is its "
-                                "default run directory")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > MAX_NAME:
+        shown = repr(name) if len(name) <= 40 else f"{name[:30]!r}... ({len(name)} characters)"
+        raise top.error("name", f"{shown} must be a plain file name of at most {MAX_NAME} characters (letters, "
+                                "digits, . _ -): runs/NAME is its default run directory")
     batch_size = top.integer("batch_size", 16)
     threads = top.integer("threads", None)
     tables = {s: _Table(where, s, top.table(s)) for s in SECTIONS}
@@ -265,8 +267,11 @@ def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
     p_init = t.number("p_init", 0.05)
     if not 0 < p_init <= 1:
         raise t.error("p_init", f"expected a fraction in (0, 1], got {p_init}")
+    eps = t.eps()
+    if eps < MIN_EPS:
+        raise t.error("eps", f"expected at least {MIN_EPS:g}, the Square Attack's smallest eps, got {eps:g}")
     return SquareSpec(models, engine, precision, t.choices("inits", INITS, INITS), t.integer("queries", 1000),
-                      p_init, t.choice("loss", "ce", ORACLES), t.eps(), t.integer("n_images", 8),
+                      p_init, t.choice("loss", "ce", ORACLES), eps, t.integer("n_images", 8),
                       t.integer("seed", 0, minimum=0))
 
 

@@ -36,7 +36,8 @@ def environment() -> dict[str, Any]:
 
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-           "numpy": numpy.__version__, "cuda": torch.cuda.is_available()}
+           "numpy": numpy.__version__, "cuda": torch.cuda.is_available(),
+           "threads": torch.get_num_threads()}  # float sums, hence the numbers, depend on it
     try:
         import onnxruntime
 

@@ -9,9 +9,10 @@ from harness.commands.common import (
     add_model_arguments,
     console,
     data_from_args,
+    float_in,
+    int_in,
     load_model,
-    positive_int,
-    set_threads,
+    pixel_scale,
 )
 from harness.commands.whitebox_common import (
     add_run_arguments,
@@ -21,6 +22,9 @@ from harness.commands.whitebox_common import (
     run_attack,
     save_examples,
 )
+from harness.fileio import check_outputs
+from harness.limits import MAX_DECAY, MAX_STEPS
+from harness.threads import set_threads
 from reports.results import write_results
 from reports.tables import scores_table
 
@@ -30,10 +34,12 @@ HELP = "attack a model with FGSM, MI-FGSM or PGD: clean and adversarial pixel ac
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--attack", required=True, choices=WHITEBOX_ATTACKS)
-    parser.add_argument("--steps", type=positive_int, help="iterations of mifgsm and pgd (default 20)")
-    parser.add_argument("--alpha", type=float,
-                        help="step size on the 0-255 scale (default: pgd eps/4, mifgsm eps/steps)")
-    parser.add_argument("--decay", type=float, help="mifgsm momentum decay mu (default 1.0)")
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), metavar="N",
+                        help=f"iterations of mifgsm and pgd, 1-{MAX_STEPS} (default 20)")
+    parser.add_argument("--alpha", type=pixel_scale,
+                        help="step size on the 0-255 scale, in (0, 255] (default: pgd eps/4, mifgsm eps/steps)")
+    parser.add_argument("--decay", type=float_in(0, MAX_DECAY),
+                        help=f"mifgsm momentum decay mu, in [0, {MAX_DECAY:g}] (default 1.0)")
     parser.add_argument("--save-adv", metavar="DIR",
                         help="save the adversarial images (exact float32) with their provenance to DIR")
     add_run_arguments(parser)
@@ -41,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     attack = make_attack(args.attack, args.eps, args.steps, args.alpha, args.decay)
+    check_outputs({"--json": args.json}, {"--save-adv": args.save_adv})
     args.device = resolve_device(args.device)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)

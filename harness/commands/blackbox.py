@@ -32,15 +32,19 @@ from harness.commands.common import (
     add_model_arguments,
     console,
     data_from_args,
+    float_in,
+    int_in,
     load_model,
-    positive_int,
-    set_threads,
+    pixel_scale,
+    seed_int,
 )
 from harness.commands.engine_options import add_engine_arguments, engine_from_args
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
-from harness.fileio import write_json_atomic
+from harness.fileio import check_outputs, write_json_atomic
+from harness.limits import MAX_IMAGES, MAX_QUERIES, MAX_SEED
 from harness.metrics import ConfusionMatrix, Scores
+from harness.threads import set_threads
 from reports.figures import plot_square_curves
 from reports.results import make_record, write_results
 from reports.tables import scores_table
@@ -55,22 +59,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_engine_arguments(parser, default_engine="ort")
     group = parser.add_argument_group("attack")
-    group.add_argument("--queries", type=positive_int, default=1000,
-                       help="query budget per image, the initial query included (default 1000)")
-    group.add_argument("--eps", type=float, default=8.0,
+    group.add_argument("--queries", type=int_in(1, MAX_QUERIES), default=1000, metavar="N",
+                       help=f"query budget per image, the initial query included, 1-{MAX_QUERIES} (default 1000)")
+    group.add_argument("--eps", type=pixel_scale, default=8.0,
                        help="L∞ radius on the 0-255 pixel scale, in (0, 255] (default 8, i.e. 8/255)")
-    group.add_argument("--p-init", type=float, default=0.05,
+    group.add_argument("--p-init", type=float_in(0, 1, open_min=True), default=0.05,
                        help="fraction of the image the first squares cover, in (0, 1] (default 0.05)")
     group.add_argument("--init", default="vertical", choices=(*INITS, "both"),
                        help="stripe initialisation (default vertical); both: run each, the paper's Figure 4")
     group.add_argument("--loss", default="ce", choices=ORACLES,
                        help="oracle: ce, the paper's pixel-wise cross entropy (default), or margin")
-    group.add_argument("--seed", type=int, default=0, help="seed of the attack's random stream (default 0)")
+    group.add_argument("--seed", type=seed_int, default=0, metavar="SEED",
+                       help=f"seed of the attack's random stream, 0-{MAX_SEED} (default 0)")
     group.add_argument("--resume", action="store_true",
                        help="continue the saved state of this same run (after Ctrl-C or a kill)")
     group = parser.add_argument_group("output")
     group.add_argument("--split", default="val", choices=("train", "val"))
-    group.add_argument("--n-images", type=positive_int, default=8, help="attack the first N images (default 8)")
+    group.add_argument("--n-images", type=int_in(1, MAX_IMAGES), default=8, metavar="N",
+                       help=f"attack the first N images, 1-{MAX_IMAGES} (default 8)")
     group.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
     group.add_argument("--curve", metavar="FILE",
                        help="write the accuracy/loss-against-queries curve to FILE (JSON) and beside it as PNG")
@@ -88,6 +94,8 @@ class Outcome:
 
 def run(args: argparse.Namespace) -> int:
     configs = _configs(args)
+    curve_png = Path(args.curve).with_suffix(".png") if args.curve else None
+    check_outputs({"--json": args.json, "--curve": args.curve, "--curve (its PNG)": curve_png})
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
     images, labels = (np.ascontiguousarray(t.numpy()) for t in data.tensors(slice(None)))
@@ -122,8 +130,11 @@ def _configs(args: argparse.Namespace) -> list[SquareConfig]:
     if args.curve and Path(args.curve).suffix.lower() != ".json":
         raise HarnessError(f"--curve {args.curve}: give a .json file name; the PNG is written beside it")
     inits = INITS if args.init == "both" else (args.init,)
-    return [SquareConfig(eps=args.eps, queries=args.queries, p_init=args.p_init, init=init, loss=args.loss,
-                         seed=args.seed) for init in inits]
+    configs = [SquareConfig(eps=args.eps, queries=args.queries, p_init=args.p_init, init=init, loss=args.loss,
+                            seed=args.seed) for init in inits]
+    for config in configs:
+        config.validate()  # the attack's own limits (its smallest eps), before any work
+    return configs
 
 
 def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int
@@ -140,7 +151,8 @@ def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], image
     stopped in its first half has no state for its second yet: that one starts afresh). None when the
     user stopped it; its state is saved then."""
     path = state_path(context)
-    state = load_state(path, context) if args.resume and path.is_file() else None
+    state = load_state(path, context, config, images, labels, data.num_classes) \
+        if args.resume and path.is_file() else None
     if state is None and path.is_file() and not args.resume:
         print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)",
               file=sys.stderr)

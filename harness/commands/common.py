@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 
-from harness.checkpoints import default_checkpoint_path, load_checkpoint
+from harness.checkpoints import default_checkpoint_path, identity_problem, load_checkpoint
 from harness.data import DATA_SOURCES, SegmentationData, data_key, load_data
 from harness.errors import HarnessError
 from harness.fileio import sha256_file
+from harness.limits import MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE, MIN_IMAGE_SIZE
 from harness.models import MODELS, SIZES, build_model
 from harness.models.normalize import SegmentationModel
 from harness.models.weights import load_weights
@@ -21,14 +23,58 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+def int_in(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum] (the documented bounds of harness.limits)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also a number of more than 4300 digits
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is outside [{minimum}, {maximum}]")
+        return value
+
+    parse.__name__ = f"integer in [{minimum}, {maximum}]"
+    parse.interval = (minimum, maximum, False, False)  # type: ignore[attr-defined]  # for the tests and --help
+    return parse
+
+
+def float_in(minimum: float, maximum: float, open_min: bool = False, open_max: bool = False
+             ) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval from ``minimum`` to ``maximum`` (each end open
+    or closed); inf and nan are refused."""
+    interval = f"{'(' if open_min else '['}{minimum:g}, {maximum:g}{')' if open_max else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
+        above = value > minimum if open_min else value >= minimum
+        below = value < maximum if open_max else value <= maximum
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is outside {interval}")
+        return value
+
+    parse.__name__ = f"number in {interval}"
+    parse.interval = (minimum, maximum, open_min, open_max)  # type: ignore[attr-defined]
+    return parse
+
+
+# A count with no tighter documented bound (prefer int_in with one of harness.limits).
+positive_int = int_in(1, 2**31 - 1)
+# Seeds of numpy's and torch's generators: numpy's legacy limit, 0 <= seed < 2**32.
+seed_int = int_in(0, MAX_SEED)
+# The L-infinity radius and step sizes on the 0-255 pixel scale.
+pixel_scale = float_in(0, 255, open_min=True)
+
+
+def _shown(text: str) -> str:
+    """A command-line value for a one-line message: quoted, escapes visible, at most about 40 characters."""
+    return repr(text) if len(text) <= 40 else repr(text[:30]) + f"... ({len(text)} characters)"
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +82,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", default="synthetic", choices=DATA_SOURCES,
                        help="built-in synthetic scenes (default), PASCAL VOC 2012, or an image+mask folder")
     group.add_argument("--data-root", help="folder of --data voc or --data folder (nothing is downloaded)")
-    group.add_argument("--image-size", type=positive_int,
-                       help="square image side in pixels (default: 64 synthetic, 256 voc/folder)")
-    group.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic scenes (default 0)")
+    group.add_argument("--image-size", type=int_in(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), metavar="PX",
+                       help=f"square image side in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} (synthetic: at most "
+                            f"{MAX_SYNTHETIC_IMAGE_SIZE}; default: 64 synthetic, 256 voc/folder)")
+    group.add_argument("--data-seed", type=seed_int, default=0, metavar="SEED",
+                       help=f"seed of the synthetic scenes, 0-{MAX_SEED} (default 0)")
 
 
 def data_from_args(args: argparse.Namespace, split: str, limit: int | None = None) -> SegmentationData:
+    if args.data == "synthetic" and (args.image_size or 0) > MAX_SYNTHETIC_IMAGE_SIZE:
+        raise HarnessError(f"--image-size {args.image_size}: the synthetic data is generated whole (1000 train "
+                           f"images) in memory, so at most {MAX_SYNTHETIC_IMAGE_SIZE} px; larger images need "
+                           "--data voc or --data folder")
     return load_data(args.data, split, args.data_root, args.image_size, args.data_seed, limit)
 
 
@@ -59,9 +111,12 @@ def load_model(args: argparse.Namespace, data: SegmentationData, name: str | Non
                ) -> tuple[SegmentationModel, dict[str, Any]]:
     """The model to evaluate or attack and a description of where its weights came from.
 
-    Order: ``--checkpoint``, then ``--weights``, then the cached checkpoint from ``train``.
+    ``--checkpoint`` or ``--weights`` (not both), else the cached checkpoint from ``train``. A checkpoint must
+    hold the model and size asked for and the data's classes: what is recorded is what ran.
     """
     name = name or args.model
+    if args.checkpoint and args.weights:
+        raise HarnessError("--checkpoint and --weights both name the model's weights; pass one of them")
     if args.checkpoint:
         path = Path(args.checkpoint)
     elif args.weights:
@@ -76,15 +131,8 @@ def load_model(args: argparse.Namespace, data: SegmentationData, name: str | Non
                                f"train --model {name}" + ("" if args.data == "synthetic" else
                                                           f" --data {args.data} --data-root DIR"))
     model, meta = load_checkpoint(path)
-    if meta["class_names"] != data.class_names:
-        raise HarnessError(f"{path} was trained on classes {meta['class_names']}, the data has "
-                           f"{data.class_names}")
+    # A record must say what ran: a checkpoint that contradicts --model, --size or the data is refused.
+    problem = identity_problem(meta, name, args.size, data.class_names)
+    if problem is not None:
+        raise HarnessError(f"checkpoint {path} {problem}")
     return model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)}
-
-
-def set_threads() -> None:
-    """Use every available core for intra-op parallelism, unless OMP_NUM_THREADS says otherwise."""
-    import os
-
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

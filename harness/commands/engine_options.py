@@ -15,8 +15,9 @@ from engines.base import Engine
 from engines.factory import create_engine
 from exporters.int8 import DEFAULT_CALIBRATION_IMAGES
 from exporters.onnx_file import PRECISIONS
-from harness.commands.common import data_from_args, positive_int
+from harness.commands.common import data_from_args, int_in
 from harness.data.base import SegmentationData
+from harness.limits import MAX_BATCH, MAX_IMAGES
 from harness.models.normalize import SegmentationModel
 
 
@@ -28,11 +29,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser, default_engine: str = 
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="the exported variant the engine runs: fp32 (default), fp16 or int8 (ort, trt)")
     group.add_argument("--device", choices=DEVICES, help="cpu or cuda (default: cpu; cuda for trt)")
-    group.add_argument("--calibration-images", type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
-                       metavar="N", help="training images that calibrate an int8 export "
+    group.add_argument("--calibration-images", type=int_in(1, MAX_IMAGES), default=DEFAULT_CALIBRATION_IMAGES,
+                       metavar="N", help=f"training images that calibrate an int8 export, 1-{MAX_IMAGES} "
                        f"(default {DEFAULT_CALIBRATION_IMAGES})")
-    group.add_argument("--engine-batch", type=positive_int, metavar="N",
-                       help="largest batch the engine runs at once (default: 64; TensorRT profile: 32)")
+    group.add_argument("--engine-batch", type=int_in(1, MAX_BATCH), metavar="N",
+                       help=f"largest batch the engine runs at once, 1-{MAX_BATCH} (default: 64; TensorRT profile: 32)")
 
 
 def calibration_from_args(args: argparse.Namespace) -> SegmentationData:

@@ -15,12 +15,14 @@ from harness.commands.common import (
     add_model_arguments,
     console,
     data_from_args,
+    int_in,
     load_model,
-    positive_int,
-    set_threads,
 )
 from harness.commands.engine_options import add_engine_arguments, engine_from_args
 from harness.evaluation import evaluate
+from harness.fileio import check_outputs
+from harness.limits import MAX_BATCH, MAX_IMAGES
+from harness.threads import set_threads
 from reports.results import make_record, write_results
 from reports.tables import scores_table
 
@@ -32,12 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--n-images", type=positive_int, help="evaluate the first N images (default: all)")
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--n-images", type=int_in(1, MAX_IMAGES), metavar="N",
+                        help=f"evaluate the first N images, 1-{MAX_IMAGES} (default: all)")
+    parser.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=32, metavar="N",
+                        help=f"images per batch, 1-{MAX_BATCH} (default 32)")
     parser.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs({"--json": args.json})
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
     model, source = load_model(args, data)

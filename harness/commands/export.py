@@ -21,7 +21,7 @@ from engines.torch_engine import TorchEngine
 from engines.trt_engine import TrtEngine
 from exporters.artifacts import Artifact
 from exporters.int8 import DEFAULT_CALIBRATION_IMAGES
-from exporters.onnx_export import DEFAULT_OPSET, MIN_OPSET
+from exporters.onnx_export import DEFAULT_OPSET, MIN_OPSET, max_opset
 from exporters.onnx_file import PRECISIONS
 from exporters.parity import DEFAULT_MIN_AGREEMENT, ParityReport, compare, parity_table
 from harness.commands.common import (
@@ -29,14 +29,16 @@ from harness.commands.common import (
     add_model_arguments,
     console,
     data_from_args,
+    float_in,
+    int_in,
     load_model,
-    positive_int,
-    set_threads,
 )
 from harness.commands.engine_options import calibration_from_args
 from harness.errors import CHECK_FAILED, HarnessError
-from harness.fileio import atomic_path, cache_dir, write_json_atomic
+from harness.fileio import atomic_path, cache_dir, check_outputs, write_json_atomic
+from harness.limits import MAX_BATCH, MAX_IMAGES
 from harness.models import MODELS
+from harness.threads import set_threads
 
 HELP = "export trained models to ONNX (fp32/fp16/int8) or TensorRT plans, with a parity check against PyTorch"
 FORMATS = ("onnx", "trt")
@@ -50,20 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="onnx (default; checked on ONNX Runtime) or trt (a TensorRT plan; needs a GPU)")
     group.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS, metavar="P",
                        help="one or more of fp32 (default), fp16, int8")
-    group.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {MIN_OPSET} "
-                       f"(default {DEFAULT_OPSET})")
+    group.add_argument("--opset", type=int_in(MIN_OPSET, max_opset()), default=DEFAULT_OPSET,
+                       help=f"ONNX opset, {MIN_OPSET}-{max_opset()}: what the installed torch.onnx exporter "
+                       f"supports (default {DEFAULT_OPSET})")
     group.add_argument("--out", metavar="DIR", help="also copy the artifacts to DIR")
     group.add_argument("--device", choices=DEVICES, help="where the parity check runs the ONNX file: cpu "
                        "(default) or cuda (onnxruntime-gpu); TensorRT always runs on cuda")
-    group.add_argument("--calibration-images", type=positive_int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
-                       help=f"training images that calibrate int8 (default {DEFAULT_CALIBRATION_IMAGES})")
-    group.add_argument("--max-batch", type=positive_int, default=DEFAULT_TRT_MAX_BATCH, metavar="N",
-                       help=f"largest batch of the TensorRT optimisation profile (default {DEFAULT_TRT_MAX_BATCH})")
+    group.add_argument("--calibration-images", type=int_in(1, MAX_IMAGES), default=DEFAULT_CALIBRATION_IMAGES,
+                       metavar="N", help=f"training images that calibrate int8, 1-{MAX_IMAGES} "
+                       f"(default {DEFAULT_CALIBRATION_IMAGES})")
+    group.add_argument("--max-batch", type=int_in(1, MAX_BATCH), default=DEFAULT_TRT_MAX_BATCH, metavar="N",
+                       help=f"largest batch of the TensorRT optimisation profile, 1-{MAX_BATCH} "
+                       f"(default {DEFAULT_TRT_MAX_BATCH})")
     group = parser.add_argument_group("parity check")
-    group.add_argument("--n-images", type=positive_int, default=32, metavar="N",
-                       help="validation images compared with PyTorch (default 32)")
-    group.add_argument("--min-agreement", type=float, metavar="PCT",
-                       help="fail below this argmax agreement in %% for every precision (default: "
+    group.add_argument("--n-images", type=int_in(1, MAX_IMAGES), default=32, metavar="N",
+                       help=f"validation images compared with PyTorch, 1-{MAX_IMAGES} (default 32)")
+    group.add_argument("--min-agreement", type=float_in(0, 100), metavar="PCT",
+                       help="fail below this argmax agreement in %% (0-100) for every precision (default: "
                        + ", ".join(f"{p} {100 * v:g}" for p, v in DEFAULT_MIN_AGREEMENT.items()) + ")")
     group.add_argument("--json", metavar="FILE", help="write the artifacts and parity reports to FILE")
     add_data_arguments(parser)
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.min_agreement is not None and not 0 <= args.min_agreement <= 100:
         raise HarnessError(f"--min-agreement {args.min_agreement} is not a percentage in [0, 100]")
     min_agreement = None if args.min_agreement is None else args.min_agreement / 100
+    check_outputs({"--json": args.json}, {"--out": args.out})
     precisions = list(dict.fromkeys(args.precision))
     engine_name = "ort" if args.format == "onnx" else "trt"
     device = ""

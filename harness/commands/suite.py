@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from harness.suite import run_suite
+from harness.suite import check_run_dir, run_suite
 from harness.suite_config import load_suite
 from harness.suite_progress import SuiteProgress
 from reports.suite_report import load_run, print_tables, render_report, summary_tables
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_suite(args.config)
     out = args.out or f"runs/{config.name}"
+    check_run_dir(out, "--out" if args.out else "the run directory")
     console.print(f"suite {config.name} ({config.source}) -> {out}", highlight=False)
     result = run_suite(config, out, SuiteProgress(console))
     recorded = load_run(out)

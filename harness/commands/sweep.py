@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.attacks import PGD
-from harness.commands.common import console, data_from_args, load_model, set_threads
+from harness.commands.common import console, data_from_args, load_model
 from harness.commands.whitebox_common import (
     add_run_arguments,
     attack_records,
@@ -14,10 +14,15 @@ from harness.commands.whitebox_common import (
     run_attack,
 )
 from harness.errors import HarnessError
+from harness.fileio import check_outputs
+from harness.limits import MAX_STEPS
 from harness.models import MODELS, SIZES
+from harness.threads import set_threads
 from reports.figures import plot_pgd_sweep
 from reports.results import write_results
 from reports.tables import robustness_table
+
+MAX_SWEEP_POINTS = 100  # points of one curve
 
 HELP = "the paper's Figure 3: accuracy against PGD iterations (step size eps/iterations), JSON and PNG"
 
@@ -37,9 +42,12 @@ def parse_steps(text: str) -> list[int]:
     try:
         steps = [int(part) for part in text.split(",")]
     except ValueError:
+        text = text if len(text) <= 40 else text[:30] + "..."
         raise HarnessError(f"--sweep-steps {text!r} must be comma-separated integers, e.g. 20,40,60") from None
-    if any(s < 1 for s in steps) or len(set(steps)) != len(steps):
-        raise HarnessError(f"--sweep-steps {text!r}: each count must be >= 1 and appear once")
+    if len(steps) > MAX_SWEEP_POINTS:
+        raise HarnessError(f"--sweep-steps: {len(steps)} counts; at most {MAX_SWEEP_POINTS}")
+    if any(not 1 <= s <= MAX_STEPS for s in steps) or len(set(steps)) != len(steps):
+        raise HarnessError(f"--sweep-steps {text!r}: each count must be in [1, {MAX_STEPS}] and appear once")
     return sorted(steps)
 
 
@@ -47,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     steps = parse_steps(args.sweep_steps)
     # As in the paper's Figure 3: the step size shrinks with the number of iterations.
     attacks = [PGD(args.eps, n, alpha=args.eps / n) for n in steps]
+    check_outputs({"--json": args.json, "--png": args.png})
     args.device = resolve_device(args.device)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)

@@ -8,11 +8,22 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.checkpoints import default_checkpoint_path
-from harness.commands.common import add_data_arguments, console, data_from_args, positive_int, set_threads
+from harness.checkpoints import cached_checkpoint_problem, default_checkpoint_path
+from harness.commands.common import (
+    add_data_arguments,
+    console,
+    data_from_args,
+    err_console,
+    float_in,
+    int_in,
+    seed_int,
+)
 from harness.data import data_key
 from harness.errors import HarnessError
+from harness.fileio import check_outputs
+from harness.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_SEED
 from harness.models import MODELS, SIZES
+from harness.threads import set_threads
 from harness.training import StepReport, TrainConfig, train_and_save
 
 HELP = "train models (default: reduced width on the built-in data) and cache their checkpoints"
@@ -28,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--model", choices=list(MODELS), metavar="NAME", help=f"one of: {', '.join(MODELS)}")
     which.add_argument("--all", action="store_true", help="train all four models")
     parser.add_argument("--size", default="reduced", choices=SIZES, help="reduced (default) or paper")
-    parser.add_argument("--epochs", type=positive_int, help="epochs (default: per model, see README)")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default: per model)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--n-train", type=positive_int, metavar="N", help="train on the first N images only")
+    parser.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), metavar="N",
+                        help=f"epochs, 1-{MAX_EPOCHS} (default: per model, see README)")
+    parser.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=16, metavar="N",
+                        help=f"images per step, 1-{MAX_BATCH} (default 16)")
+    parser.add_argument("--lr", type=float_in(0, 1, open_min=True, open_max=True),
+                        help="peak learning rate of the one-cycle schedule, in (0, 1) (default: per model)")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="SEED",
+                        help=f"training seed, 0-{MAX_SEED} (default 0)")
+    parser.add_argument("--n-train", type=int_in(1, MAX_IMAGES), metavar="N",
+                        help=f"train on the first N images only, 1-{MAX_IMAGES}")
     parser.add_argument("--backbone-weights", metavar="FILE",
                         help="start from published weights, e.g. torchvision's vgg16 or resnet50 .pth")
     parser.add_argument("--out", metavar="FILE", help="checkpoint path (default: the cache; one model only)")
@@ -45,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--lr must be > 0")
     if args.all and args.out:
         raise HarnessError("--out names one checkpoint; use it with --model, not --all")
+    check_outputs({"--out": args.out})
     set_threads()
     names = list(MODELS) if args.all else [args.model]
     train_data, val_data = data_from_args(args, "train", args.n_train), data_from_args(args, "val")
@@ -54,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         path = Path(args.out) if args.out else default_checkpoint_path(name, args.size, data_key(train_data))
         if path.is_file() and not args.force and not args.out:
-            summary.add_row(name, "-", "cached", "-", "-", str(path))
-            continue
+            problem = cached_checkpoint_problem(path, name, args.size, train_data.class_names)
+            if problem is None:
+                summary.add_row(name, "-", "cached", "-", "-", str(path))
+                continue
+            err_console.print(f"note: not reusing the cached checkpoint: {problem}; retraining it",
+                              highlight=False, markup=False, soft_wrap=True)
         default_epochs, default_lr = DEFAULT_SCHEDULE[name]
         config = TrainConfig(epochs=args.epochs or default_epochs, batch_size=args.batch_size,
                              lr=args.lr or default_lr, seed=args.seed)

@@ -8,10 +8,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engines.availability import DEVICES
 from exporters.int8 import DEFAULT_CALIBRATION_IMAGES
-from harness.commands.common import console, data_from_args, positive_int, set_threads
+from harness.commands.common import console, data_from_args, int_in
 from harness.commands.engine_options import calibration_from_args
 from harness.commands.whitebox_common import add_run_arguments, resolve_device
+from harness.fileio import check_outputs
+from harness.limits import MAX_IMAGES
 from harness.models import MODELS, SIZES
+from harness.threads import set_threads
 from harness.transfer import (
     DEFAULT_ATTACKS,
     TransferSettings,
@@ -48,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="reduced", choices=SIZES, help="reduced CPU width (default) or paper")
     parser.add_argument("--engine-device", choices=DEVICES,
                         help="device of every engine (default: cpu for torch and ort, cuda for trt)")
-    parser.add_argument("--calibration-images", type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
-                        metavar="N", help=f"training images that calibrate int8 exports "
+    parser.add_argument("--calibration-images", type=int_in(1, MAX_IMAGES), default=DEFAULT_CALIBRATION_IMAGES,
+                        metavar="N", help=f"training images that calibrate int8 exports, 1-{MAX_IMAGES} "
                         f"(default {DEFAULT_CALIBRATION_IMAGES})")
     add_run_arguments(parser)
 
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     targets = parse_models(args.targets, "--targets")
     choices = engine_choices(split_list(args.engines, "--engines"), split_list(args.precisions, "--precisions"))
     check_engines(choices, args.engine_device)
+    check_outputs({"--json": args.json})
     device = resolve_device(args.device)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.attacks import Attack, attacks_from_names
-from harness.commands.common import console, data_from_args, load_model, set_threads
+from harness.commands.common import console, data_from_args, load_model
 from harness.commands.whitebox_common import (
     add_run_arguments,
     attack_records,
@@ -13,7 +13,9 @@ from harness.commands.whitebox_common import (
     resolve_device,
     run_attack,
 )
+from harness.fileio import check_outputs
 from harness.models import MODELS, SIZES
+from harness.threads import set_threads
 from reports.results import write_results
 from reports.tables import robustness_table
 
@@ -41,6 +43,7 @@ def parse_columns(text: str, eps: float) -> list[Attack]:
 
 def run(args: argparse.Namespace) -> int:
     attacks = parse_columns(args.columns, args.eps)
+    check_outputs({"--json": args.json})
     args.device = resolve_device(args.device)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)

@@ -20,21 +20,25 @@ from rich.progress import (
 from harness.attacks import Attack
 from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
 from harness.attacks.store import save_adversarial
-from harness.commands.common import add_data_arguments, console, positive_int
+from harness.commands.common import add_data_arguments, console, int_in, pixel_scale, seed_int
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
+from harness.limits import MAX_BATCH, MAX_IMAGES, MAX_SEED
 from harness.models.normalize import SegmentationModel
 from reports.results import make_record
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """ε, image count, batching, seed, device, JSON output and the data options."""
-    parser.add_argument("--eps", type=float, default=8.0,
+    parser.add_argument("--eps", type=pixel_scale, default=8.0,
                         help="L∞ radius on the 0-255 pixel scale, in (0, 255] (default 8, i.e. 8/255)")
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--n-images", type=positive_int, help="attack the first N images (default: all)")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
+    parser.add_argument("--n-images", type=int_in(1, MAX_IMAGES), metavar="N",
+                        help=f"attack the first N images, 1-{MAX_IMAGES} (default: all)")
+    parser.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=16, metavar="N",
+                        help=f"images per batch, 1-{MAX_BATCH} (default 16)")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="SEED",
+                        help=f"seed of PGD's random start, 0-{MAX_SEED} (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
     add_data_arguments(parser)

@@ -29,7 +29,7 @@ def test_help_lists_every_command():
 
 @pytest.mark.parametrize("args, message", [
     (["eval", "--model", "nope"], "invalid choice"),
-    (["train", "--model", "fcn-resnet50", "--epochs", "0"], "must be >= 1"),
+    (["train", "--model", "fcn-resnet50", "--epochs", "0"], "'0' is outside [1, 10000]"),
     (["train"], "one of the arguments --model --all is required"),
     (["eval", "--model", "fcn-resnet50", "--data", "voc"], "needs --data-root"),
     (["eval", "--model", "fcn-resnet50", "--data", "folder", "--data-root", "/nonexistent"], "not a directory"),
