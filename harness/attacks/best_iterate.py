@@ -1,0 +1,49 @@
+"""Keep, per image, the iterate that leaves the fewest correct labelled pixels (instead of the last one).
+
+An iterative attack's last iterate is not its best: the loss it ascends is only a proxy for accuracy, and
+step sizes overshoot. Every iterative attack can hand each iterate, with the logits it computed there
+anyway, to a :class:`BestIterate`; only the final iterate costs one extra forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.data.base import IGNORE_INDEX
+
+
+def correct_pixels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """int64 (N,): labelled pixels (label != 255) whose predicted class (argmax over K) is the label."""
+    return ((logits.detach().argmax(1) == labels) & (labels != IGNORE_INDEX)).flatten(1).sum(1)
+
+
+class BestIterate:
+    """Per image, the candidate with the fewest correct pixels seen so far; ties keep the earlier one.
+
+    ``update(images, correct)``: ``images`` float (N, 3, H, W), ``correct`` int64 (N,) as from
+    :func:`correct_pixels`. ``images`` / ``correct``: the best so far (None before the first update).
+    """
+
+    def __init__(self) -> None:
+        self.images: torch.Tensor | None = None
+        self.correct: torch.Tensor | None = None
+
+    def update(self, images: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        """Take each image of ``images`` that beats the best so far; returns bool (N,): which were taken."""
+        images = images.detach()
+        if self.images is None or self.correct is None:
+            self.images, self.correct = images.clone(), correct.clone()
+            return torch.ones_like(correct, dtype=torch.bool)
+        better = correct < self.correct
+        self.images = torch.where(better.view(-1, 1, 1, 1), images, self.images)
+        self.correct = torch.where(better, correct, self.correct)
+        return better
+
+    def update_from_logits(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """``update`` with the correct-pixel counts of ``logits`` (the model's output at ``images``)."""
+        self.update(images, correct_pixels(logits, labels))
+
+    def result(self) -> torch.Tensor:
+        if self.images is None:
+            raise RuntimeError("BestIterate.result() before any update")
+        return self.images
