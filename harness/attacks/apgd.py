@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_steps, linf_box
+from harness.attacks.base import IterativeAttack, linf_box
 from harness.attacks.best_iterate import BestIterate, correct_pixels
 from harness.attacks.gradient import forward, loss_and_gradient
 from harness.attacks.losses import SEGMENTATION_LOSSES
@@ -142,7 +142,7 @@ def reduced_eps_stages(steps: int) -> list[tuple[float, int]]:
     return [(radius, n) for (radius, _), n in zip(REDUCED_EPS_STAGES, counts, strict=True) if n > 0]
 
 
-class APGD(Attack):
+class APGD(IterativeAttack):
     """APGD on a segmentation loss (``ce``, ``mce``, ``bmce`` or ``js``): name ``apgd-LOSS[-red]``, label
     ``NAME-N`` (reports build a record's column from its attack name and steps).
 
@@ -154,21 +154,12 @@ class APGD(Attack):
     name = "apgd"
 
     def __init__(self, eps: float = 8.0, steps: int = 100, loss: str = "ce", reduced_eps: bool = False) -> None:
-        super().__init__(eps)
-        self.steps = check_steps(steps)
+        super().__init__(eps, steps)
         if loss not in SEGMENTATION_LOSSES:
             raise HarnessError(f"unknown apgd loss {loss!r}; choose from: {', '.join(SEGMENTATION_LOSSES)}")
         self.loss = loss
         self.reduced_eps = bool(reduced_eps)
         self.name = f"apgd-{loss}" + ("-red" if self.reduced_eps else "")
-
-    @property
-    def iterations(self) -> int:
-        return self.steps
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.steps}"
 
     def params(self) -> dict[str, Any]:
         return {"eps": self.eps, "steps": self.steps, "loss": self.loss, "reduced_eps": self.reduced_eps,

@@ -141,6 +141,23 @@ class Attack(ABC):
         """The algorithm: adversarial images within ε of ``images`` and in [0, 1]."""
 
 
+class IterativeAttack(Attack):
+    """An attack of ``steps`` iterations (an integer >= 1): ``iterations`` is ``steps`` and the label
+    ``NAME-STEPS``, the column reports build from a record's attack name and steps (``pgd-20``)."""
+
+    def __init__(self, eps: float = 8.0, steps: int = 20) -> None:
+        super().__init__(eps)
+        self.steps = check_steps(steps)
+
+    @property
+    def iterations(self) -> int:
+        return self.steps
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.steps}"
+
+
 def input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """∇ₓ of the summed per-image pixel cross entropy; parameters' ``.grad`` stay untouched.
 

@@ -8,7 +8,11 @@ anyway, to a :class:`BestIterate`; only the final iterate costs one extra forwar
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from harness.attacks.base import input_gradient
+from harness.attacks.gradient import forward, loss_and_gradient
+from harness.attacks.losses import ce
 from harness.data.base import IGNORE_INDEX
 
 
@@ -47,3 +51,26 @@ class BestIterate:
         if self.images is None:
             raise RuntimeError("BestIterate.result() before any update")
         return self.images
+
+
+def ce_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, best: BestIterate | None) -> torch.Tensor:
+    """∇ₓ of the summed per-image pixel cross entropy at ``x``; with ``best``, ``x`` is offered to it as well.
+
+    Without ``best`` this is :func:`~harness.attacks.base.input_gradient`, the paper's computation (the CI gate
+    compares its bits); with ``best`` the same gradient comes from :func:`loss_and_gradient`, which also
+    returns the logits the offer needs, so keeping the best iterate costs no extra pass.
+    """
+    if best is None:
+        return input_gradient(model, x, labels)
+    point = loss_and_gradient(model, x, labels, ce)
+    best.update_from_logits(x, point.logits, labels)
+    return point.grad
+
+
+def final_iterate(model: nn.Module, last: torch.Tensor, labels: torch.Tensor, best: BestIterate | None) -> torch.Tensor:
+    """What an iterative attack returns after its last step: ``last`` itself without ``best``; with ``best``,
+    ``last`` is offered (one forward pass, no graph) and the best iterate returned."""
+    if best is None:
+        return last
+    best.update_from_logits(last, forward(model, last), labels)
+    return best.result()

@@ -8,37 +8,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_alpha, check_steps, linf_box
-from harness.attacks.best_iterate import BestIterate
-from harness.attacks.gradient import forward, loss_and_gradient
+from harness.attacks.base import IterativeAttack, check_alpha, linf_box
+from harness.attacks.best_iterate import BestIterate, final_iterate
+from harness.attacks.gradient import loss_and_gradient
 from harness.attacks.pgd import default_pgd_alpha
 
 
-class LossPGD(Attack):
+class LossPGD(IterativeAttack):
     """x'₀ = x + U(-ε, ε); x'ₜ = Π_{x,ε}(x'ₜ₋₁ + α · sign(∇ₓ Lₜ(f(x'ₜ₋₁), y))), t = 1..T.
 
     The same walk as :class:`~harness.attacks.pgd.PGD` (same random start, same default α = ε / 4) with the
     loss ``Lₜ`` of :meth:`_loss` at step t. Returns the last iterate, or with ``keep_best`` per image the
     iterate x'₀..x'_T with the fewest correct labelled pixels (one extra forward pass; name ``NAME-best``).
-    The label is ``NAME-STEPS``, as reports build a record's column from its attack name and steps.
     """
 
     def __init__(self, eps: float = 8.0, steps: int = 20, alpha: float | None = None,
                  keep_best: bool = False) -> None:
-        super().__init__(eps)
-        self.steps = check_steps(steps)
+        super().__init__(eps, steps)
         self.alpha = default_pgd_alpha(self.eps) if alpha is None else check_alpha(alpha)
         self.keep_best = bool(keep_best)
         if self.keep_best:
             self.name = f"{self.name}-best"
-
-    @property
-    def iterations(self) -> int:
-        return self.steps
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.steps}"
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "alpha": self.alpha}
@@ -60,7 +50,4 @@ class LossPGD(Attack):
             if best is not None:
                 best.update_from_logits(adv, point.logits, labels)
             adv = torch.clamp(adv + alpha * point.grad.sign(), low, high)
-        if best is None:
-            return adv
-        best.update_from_logits(adv, forward(model, adv), labels)
-        return best.result()
+        return final_iterate(model, adv, labels, best)

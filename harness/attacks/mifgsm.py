@@ -7,14 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, linf_box
-from harness.attacks.best_iterate import BestIterate
-from harness.attacks.gradient import forward, loss_and_gradient
-from harness.attacks.losses import ce
+from harness.attacks.base import IterativeAttack, check_alpha, linf_box
+from harness.attacks.best_iterate import BestIterate, ce_gradient, final_iterate
 from harness.errors import HarnessError
 
 
-class MIFGSM(Attack):
+class MIFGSM(IterativeAttack):
     """gₜ₊₁ = μ gₜ + ∇ₓL / ‖∇ₓL‖₁ (per image); x'ₜ₊₁ = Π_{x,ε}(x'ₜ + α · sign(gₜ₊₁)), x'₀ = x.
 
     ``eps`` and ``alpha`` on the 0-255 scale; ``alpha`` defaults to ε / steps as in Dong et al.
@@ -27,23 +25,14 @@ class MIFGSM(Attack):
 
     def __init__(self, eps: float = 8.0, steps: int = 20, decay: float = 1.0, alpha: float | None = None,
                  keep_best: bool = False) -> None:
-        super().__init__(eps)
+        super().__init__(eps, steps)
         self.keep_best = bool(keep_best)
         if self.keep_best:  # a record's attack name: reports name its column NAME-STEPS
             self.name = "mifgsm-best"
-        self.steps = check_steps(steps)
         if not 0 <= decay < float("inf"):
             raise HarnessError(f"decay {decay} must be a finite number >= 0")
         self.decay = float(decay)
         self.alpha = self.eps / self.steps if alpha is None else check_alpha(alpha)
-
-    @property
-    def iterations(self) -> int:
-        return self.steps
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.steps}"
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "decay": self.decay, "alpha": self.alpha}
@@ -57,17 +46,9 @@ class MIFGSM(Attack):
         momentum = torch.zeros_like(images)
         best = BestIterate() if self.keep_best else None
         for _ in range(self.steps):
-            if best is None:
-                grad = input_gradient(model, adv, labels)
-            else:  # the same gradient, with the logits it computed on the way
-                point = loss_and_gradient(model, adv, labels, ce)
-                best.update_from_logits(adv, point.logits, labels)
-                grad = point.grad
+            grad = ce_gradient(model, adv, labels, best)
             # An all-zero gradient (no labelled pixel) stays zero instead of dividing by zero.
             l1 = grad.abs().flatten(1).sum(1).clamp(min=1e-12).view(-1, 1, 1, 1)
             momentum = self.decay * momentum + grad / l1
             adv = torch.clamp(adv + alpha * momentum.sign(), low, high)
-        if best is None:
-            return adv
-        best.update_from_logits(adv, forward(model, adv), labels)
-        return best.result()
+        return final_iterate(model, adv, labels, best)

@@ -7,10 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.attacks.base import Attack, check_alpha, check_steps, input_gradient, linf_box
-from harness.attacks.best_iterate import BestIterate
-from harness.attacks.gradient import forward, loss_and_gradient
-from harness.attacks.losses import ce
+from harness.attacks.base import IterativeAttack, check_alpha, linf_box
+from harness.attacks.best_iterate import BestIterate, ce_gradient, final_iterate
 
 
 def default_pgd_alpha(eps: float) -> float:
@@ -23,7 +21,7 @@ def default_pgd_alpha(eps: float) -> float:
     return eps / 4
 
 
-class PGD(Attack):
+class PGD(IterativeAttack):
     """x'₀ = x + U(-ε, ε); x'ₜ₊₁ = Π_{x,ε}(x'ₜ + α · sign(∇ₓ L(f(x'ₜ), y))); returns the last iterate.
 
     ``eps`` and ``alpha`` on the 0-255 scale; ``alpha`` defaults to :func:`default_pgd_alpha`.
@@ -35,21 +33,12 @@ class PGD(Attack):
 
     def __init__(self, eps: float = 8.0, steps: int = 20, alpha: float | None = None,
                  random_start: bool = True, keep_best: bool = False) -> None:
-        super().__init__(eps)
+        super().__init__(eps, steps)
         self.keep_best = bool(keep_best)
         if self.keep_best:  # a record's attack name: reports name its column NAME-STEPS
             self.name = "pgd-best"
-        self.steps = check_steps(steps)
         self.alpha = default_pgd_alpha(self.eps) if alpha is None else check_alpha(alpha)
         self.random_start = random_start
-
-    @property
-    def iterations(self) -> int:
-        return self.steps
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.steps}"
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "alpha": self.alpha, "random_start": self.random_start}
@@ -65,15 +54,7 @@ class PGD(Attack):
             adv = torch.clamp(images + (2 * noise - 1) * eps, low, high)
         best = BestIterate() if self.keep_best else None
         for _ in range(self.steps):
-            if best is None:
-                grad = input_gradient(model, adv, labels)
-            else:  # the same gradient, with the logits it computed on the way
-                point = loss_and_gradient(model, adv, labels, ce)
-                best.update_from_logits(adv, point.logits, labels)
-                grad = point.grad
+            grad = ce_gradient(model, adv, labels, best)
             adv = torch.clamp(adv + alpha * grad.sign(), low, high)
-        if best is None:
-            return adv
-        best.update_from_logits(adv, forward(model, adv), labels)
-        return best.result()
+        return final_iterate(model, adv, labels, best)
 

@@ -194,7 +194,7 @@ def test_parsing():
     ("--engines", "torch,tflite", "unknown engine 'tflite' in --engines"),
     ("--precisions", "fp32,bf16", "unknown precision 'bf16' in --precisions"),
     ("--attacks", "mifgsm,cw", "unknown attack 'cw' in --attacks"),
-    ("--eps", "300", "eps 300.0 is outside (0, 255]"),
+    ("--eps", "300", "'300' is outside (0, 255]"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(option, value, message, run_cli):
     code, out, err = run_cli(["transfer", option, value])

@@ -1,5 +1,5 @@
 """APGD: the checkpoints and step-size halving on deterministic objectives, the kept best point, and the
-attack's contracts on a trained reduced model."""
+attack on a trained reduced model (the contracts every white-box attack keeps: test_whitebox_attacks.py)."""
 
 import pytest
 import torch
@@ -15,8 +15,7 @@ from harness.attacks.apgd import (
     step_size_halvings,
 )
 from harness.attacks.base import linf_box
-from harness.attacks.best_iterate import BestIterate, correct_pixels
-from harness.attacks.losses import SEGMENTATION_LOSSES
+from harness.attacks.best_iterate import BestIterate
 from harness.errors import HarnessError
 
 EPS = 0.1
@@ -143,76 +142,7 @@ def test_reduced_eps_stages():
         assert sum(n for _, n in stages) == steps and stages[-1][0] == 1.0 and stages[-1][1] >= 1
 
 
-# The attack on a trained reduced model.
-
-ATTACKS = [APGD(8, 4, loss) for loss in SEGMENTATION_LOSSES] + [APGD(8, 5, "mce", reduced_eps=True)]
-IDS = [a.label for a in ATTACKS]
-
-
-@pytest.fixture(scope="module")
-def model(trained_model):
-    return trained_model("fcn8s-vgg16")
-
-
-@pytest.fixture(scope="module")
-def batch(synthetic_val):
-    images, labels = synthetic_val.tensors(slice(0, 4))
-    images, labels = images[..., :32, :32].contiguous(), labels[..., :32, :32].contiguous()
-    images[0, :, :6, :6] = 0.0
-    images[1, :, :6, :6] = 1.0
-    return images, labels
-
-
-@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
-def test_stays_in_the_eps_ball_and_in_range(model, batch, attack):
-    images, labels = batch
-    result = attack(model, images, labels, seed=0)
-    adv = result.images
-    assert adv.shape == images.shape and adv.dtype == torch.float32 and not adv.requires_grad
-    assert (adv - images).abs().max() <= 8 / 255 + 1e-6  # the reduced-ε schedule's 2ε stage never leaks
-    assert adv.min() >= 0 and adv.max() <= 1
-    assert result.queries == len(images) * attack.steps
-
-
-@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
-def test_lowers_the_accuracy(model, batch, attack):
-    images, labels = batch
-    with torch.no_grad():
-        clean = correct_pixels(model(images), labels).sum()
-        attacked = correct_pixels(model(attack(model, images, labels).images), labels).sum()
-    assert attacked < clean
-
-
-@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
-def test_same_seed_same_result(model, batch, attack):
-    images, labels = batch
-    assert torch.equal(attack(model, images, labels, seed=3).images, attack(model, images, labels, seed=3).images)
-
-
-def test_the_seed_moves_the_random_start(model, batch):
-    images, labels = batch
-    attack = APGD(8, 1, "ce")
-    assert not torch.equal(attack(model, images, labels, seed=1).images, attack(model, images, labels, seed=2).images)
-
-
-@pytest.mark.parametrize("attack", [ATTACKS[1], ATTACKS[-1]], ids=[IDS[1], IDS[-1]])
-def test_model_parameters_gradients_and_buffers_are_untouched(model, batch, attack):
-    params = dict(model.named_parameters())
-    names = list(params)
-    for name in names[::2]:
-        params[name].grad = torch.full_like(params[name], 0.5)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = {k: None if p.grad is None else p.grad.clone() for k, p in params.items()}
-    attack(model, *batch)
-    after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in state.items())
-    for k, p in params.items():
-        assert (p.grad is None) == (grads[k] is None), k
-        if p.grad is not None:
-            assert torch.equal(p.grad, grads[k]), k
-    assert not model.training
-    for name in names:
-        params[name].grad = None
+# The attack on a trained reduced model (its contracts: test_whitebox_attacks.py; fixtures: conftest.py).
 
 
 def test_beats_its_own_start(model, batch):

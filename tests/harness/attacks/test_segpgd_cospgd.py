@@ -1,4 +1,5 @@
-"""SegPGD, CosPGD and the best-iterate option of the PGD-like attacks, on a trained reduced model."""
+"""SegPGD, CosPGD and the best-iterate option of the PGD-like attacks, on a trained reduced model (their
+contracts, which every white-box attack keeps: test_whitebox_attacks.py; fixtures: conftest.py)."""
 
 import pytest
 import torch
@@ -8,48 +9,10 @@ from harness.attacks.best_iterate import correct_pixels
 from harness.attacks.losses import cospgd_loss, segpgd_lambda, segpgd_loss
 from harness.errors import HarnessError
 
-ATTACKS = [SegPGD(8, 3), CosPGD(8, 3), SegPGD(8, 3, keep_best=True), CosPGD(8, 3, keep_best=True),
-           PGD(8, 3, keep_best=True), MIFGSM(8, 3, keep_best=True)]
-IDS = [a.label for a in ATTACKS]
-
-
-@pytest.fixture(scope="module")
-def model(trained_model):
-    return trained_model("fcn8s-vgg16")
-
-
-@pytest.fixture(scope="module")
-def batch(synthetic_val):
-    images, labels = synthetic_val.tensors(slice(0, 4))
-    images, labels = images[..., :32, :32].contiguous(), labels[..., :32, :32].contiguous()
-    images[0, :, :6, :6] = 0.0
-    images[1, :, :6, :6] = 1.0
-    return images, labels
-
 
 def _correct(model, images, labels):
     with torch.no_grad():
         return correct_pixels(model(images), labels)
-
-
-@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
-def test_contracts(model, batch, attack):
-    images, labels = batch
-    result = attack(model, images, labels, seed=0)
-    adv = result.images
-    assert adv.shape == images.shape and not adv.requires_grad
-    assert (adv - images).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
-    assert result.queries == len(images) * attack.steps
-    assert _correct(model, adv, labels).sum() < _correct(model, images, labels).sum()
-    assert torch.equal(adv, attack(model, images, labels, seed=0).images)
-
-
-@pytest.mark.parametrize("attack", ATTACKS[2:4], ids=IDS[2:4])
-def test_parameters_and_buffers_are_untouched(model, batch, attack):
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    attack(model, *batch)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
-    assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("make", [

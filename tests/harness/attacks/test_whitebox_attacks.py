@@ -1,31 +1,37 @@
-"""Contracts every white-box attack keeps, on a trained reduced model and real images."""
+"""Contracts every white-box attack keeps, on a trained reduced model and real images (the fixtures ``model``
+and ``batch``: conftest.py)."""
 
 import pytest
 import torch
 
-from harness.attacks import FGSM, MIFGSM, PGD, make_attack, pixel_cross_entropy
+from harness.attacks import (
+    APGD,
+    FGSM,
+    MIFGSM,
+    PGD,
+    CosPGD,
+    SegPGD,
+    make_attack,
+    pixel_cross_entropy,
+    sea,
+)
+from harness.attacks.base import IterativeAttack
+from harness.attacks.best_iterate import correct_pixels
+from harness.attacks.losses import SEGMENTATION_LOSSES
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 from harness.models import build_model
 
-ATTACKS = [FGSM(8), MIFGSM(8, steps=3), PGD(8, steps=3)]
+# The paper's cross-entropy attacks, then one instance of each later white-box attack (few steps: fast).
+PAPER_ATTACKS = [FGSM(8), MIFGSM(8, steps=3), PGD(8, steps=3)]
+ATTACKS = [*PAPER_ATTACKS, *(APGD(8, 4, loss) for loss in SEGMENTATION_LOSSES), APGD(8, 5, "mce", reduced_eps=True),
+           SegPGD(8, 3), CosPGD(8, 3), PGD(8, 3, keep_best=True), MIFGSM(8, 3, keep_best=True),
+           SegPGD(8, 3, keep_best=True), CosPGD(8, 3, keep_best=True), sea(8, 2)]
 IDS = [a.label for a in ATTACKS]
-
-
-@pytest.fixture(scope="module")
-def model(trained_model):
-    return trained_model("fcn8s-vgg16")  # reduced: BatchNorm and dropout, so the mode matters
-
-
-@pytest.fixture(scope="module")
-def batch(synthetic_val):
-    # 32 x 32 crops (the smallest size the FCNs take) keep these tests fast.
-    images, labels = synthetic_val.tensors(slice(0, 4))
-    images, labels = images[..., :32, :32].contiguous(), labels[..., :32, :32].contiguous()
-    # Saturated pixels: the [0, 1] projection must hold where the ε-ball leaves the range.
-    images[0, :, :6, :6] = 0.0
-    images[1, :, :6, :6] = 1.0
-    return images, labels
+PAPER_IDS = IDS[:len(PAPER_ATTACKS)]
+ITERATIVE = [a for a in ATTACKS if isinstance(a, IterativeAttack)]
+# The attacks that start from a random point of the ε-ball.
+RANDOM_START = [PGD(8, steps=1), APGD(8, 1, "ce"), SegPGD(8, 1), CosPGD(8, 1)]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
@@ -34,14 +40,28 @@ def test_stays_in_the_eps_ball_and_in_range(model, batch, attack):
     result = attack(model, images, labels, seed=0)
     adv = result.images
     assert adv.shape == images.shape and adv.dtype == torch.float32 and not adv.requires_grad
-    assert (adv - images).abs().max() <= 8 / 255 + 1e-6
+    assert (adv - images).abs().max() <= 8 / 255 + 1e-6  # the reduced-ε schedule's 2ε stage never leaks
     assert adv.min() >= 0 and adv.max() <= 1
     assert (adv != images).float().mean() > 0.5  # it did perturb
     assert result.iterations == attack.iterations and result.queries == len(images) * attack.iterations
     assert result.seconds > 0
 
 
+@pytest.mark.parametrize("attack", ITERATIVE, ids=[a.label for a in ITERATIVE])
+def test_an_iterative_attack_runs_its_steps(attack):
+    assert attack.iterations == attack.steps and attack.label == f"{attack.name}-{attack.steps}"
+
+
 @pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
+def test_lowers_the_accuracy(model, batch, attack):
+    images, labels = batch
+    with torch.no_grad():
+        clean = correct_pixels(model(images), labels).sum()
+        attacked = correct_pixels(model(attack(model, images, labels).images), labels).sum()
+    assert attacked < clean
+
+
+@pytest.mark.parametrize("attack", PAPER_ATTACKS, ids=PAPER_IDS)
 def test_raises_the_loss(model, batch, attack):
     images, labels = batch
     adv = attack(model, images, labels).images
@@ -55,17 +75,18 @@ def test_same_seed_same_result(model, batch, attack):
     assert torch.equal(attack(model, images, labels, seed=5).images, attack(model, images, labels, seed=5).images)
 
 
-def test_pgd_random_start_depends_on_the_seed(model, batch):
+@pytest.mark.parametrize("attack", RANDOM_START, ids=[a.label for a in RANDOM_START])
+def test_the_seed_moves_the_random_start(model, batch, attack):
     images, labels = batch
-    pgd = PGD(8, steps=1)
-    assert not torch.equal(pgd(model, images, labels, seed=1).images, pgd(model, images, labels, seed=2).images)
+    assert not torch.equal(attack(model, images, labels, seed=1).images, attack(model, images, labels, seed=2).images)
 
 
-def test_does_not_touch_the_global_random_state(model, batch):
+@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
+def test_does_not_touch_the_global_random_state(model, batch, attack):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    PGD(8, steps=1)(model, *batch, seed=9)
+    attack(model, *batch, seed=9)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -110,17 +131,18 @@ def test_labels_changed_under_the_ignore_mask_leave_the_attack_unchanged(model, 
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_any_batch_size(model, batch, n):
+@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
+def test_any_batch_size(model, batch, attack, n):
     images, labels = batch
-    for attack in ATTACKS:
-        adv = attack(model, images[:n], labels[:n]).images
-        assert adv.shape == (n, 3, *images.shape[2:]) and (adv - images[:n]).abs().max() <= 8 / 255 + 1e-6
+    adv = attack(model, images[:n], labels[:n]).images
+    assert adv.shape == (n, 3, *images.shape[2:]) and (adv - images[:n]).abs().max() <= 8 / 255 + 1e-6
 
 
-def test_inside_inference_mode(model, batch):
+@pytest.mark.parametrize("attack", ATTACKS, ids=IDS)
+def test_inside_inference_mode(model, batch, attack):
     with torch.inference_mode():
         images, labels = (t.clone() for t in batch)
-        adv = PGD(8, steps=2)(model, images, labels).images
+        adv = attack(model, images, labels).images
     assert (adv - images).abs().max() > 0
 
 

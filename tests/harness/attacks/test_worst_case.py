@@ -1,4 +1,5 @@
-"""The per-image worst case over attacks, and SEA: never worse than any member on any image."""
+"""The per-image worst case over attacks, and SEA: never worse than any member on any image (fixtures: conftest.py;
+the contracts every white-box attack keeps, sea included: test_whitebox_attacks.py)."""
 
 import pytest
 import torch
@@ -7,17 +8,6 @@ from harness.attacks import APGD, FGSM, PGD, SegPGD, WorstCase, sea
 from harness.attacks.best_iterate import correct_pixels
 from harness.attacks.worst_case import SEA_LOSSES, select_worst
 from harness.errors import HarnessError
-
-
-@pytest.fixture(scope="module")
-def model(trained_model):
-    return trained_model("fcn8s-vgg16")
-
-
-@pytest.fixture(scope="module")
-def batch(synthetic_val):
-    images, labels = synthetic_val.tensors(slice(0, 6))
-    return images[..., :32, :32].contiguous(), labels[..., :32, :32].contiguous()
 
 
 def _correct(model, images, labels):
