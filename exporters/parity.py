@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from engines.base import Engine
 from harness.data.base import SegmentationData
 from harness.metrics import ConfusionMatrix
+from reports.tables import ReadableTable
 
 # Minimum argmax agreement with PyTorch, per precision (fractions). fp32 differs by float rounding only.
 # fp16 and int8 change the arithmetic: the measured agreement of the reduced models is in the README.
@@ -72,7 +74,7 @@ def compare(reference: Engine, candidate: Engine, data: SegmentationData, *, lab
 
 def parity_table(title: str, reports: list[ParityReport]) -> Table:
     """A rich table of parity reports: agreement and pixel accuracy in %, their change in points."""
-    table = Table(title=f"{title} (agreement and accuracy in %)")
+    table = ReadableTable(title=f"{title} (agreement and accuracy in %)", key_columns=2)  # never cut to "…"
     for column in ("model", "precision", "max |Δlogit|", "mean |Δlogit|", "agree", "min", "acc torch",
                    "acc export", "Δ acc", "parity"):
         table.add_column(column, justify="left" if column in ("model", "precision", "parity") else "right",
@@ -81,5 +83,5 @@ def parity_table(title: str, reports: list[ParityReport]) -> Table:
         table.add_row(r.label, r.precision, f"{r.max_abs_diff:.2g}", f"{r.mean_abs_diff:.2g}",
                       f"{100 * r.agreement:.3f}", f"{100 * r.min_agreement:g}", f"{100 * r.reference_accuracy:.2f}",
                       f"{100 * r.candidate_accuracy:.2f}", f"{100 * r.accuracy_delta:+.2f}",
-                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+                      Text("pass", style="green") if r.passed else Text("FAIL", style="red"))
     return table

@@ -1,3 +1,4 @@
+import signal
 import sys
 
 try:
@@ -14,4 +15,12 @@ except KeyboardInterrupt:  # Ctrl-C while Python imports the harness: one line, 
     print("interrupted", file=sys.stderr)
     sys.exit(130)
 
-sys.exit(main())
+code = 130  # main turns a Ctrl-C during the work into 130 itself
+try:
+    code = main()
+    # The work is done and its files are written: a Ctrl-C while Python shuts down (torch's exit handlers take a
+    # moment) must not turn the exit into a death by SIGINT, which a caller reads as -2, not as main's code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+except KeyboardInterrupt:  # after main returned, before the line above: main's code stands
+    pass
+sys.exit(code)

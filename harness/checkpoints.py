@@ -21,7 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from harness import __version__
 from harness.data.base import MAX_CLASSES, is_class_name
 from harness.errors import HarnessError, error_line
-from harness.fileio import atomic_path, cache_dir
+from harness.fileio import atomic_path, cache_dir, unique_keys
 from harness.models import MODELS, SIZES, build_model
 from harness.models.finite import first_non_finite
 from harness.models.normalize import SegmentationModel
@@ -149,7 +149,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         raise HarnessError(f"{path} is a safetensors file without harness metadata; pass it with --weights instead")
     try:
-        meta = json.loads(raw, parse_constant=_refuse_constant)
+        meta = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError) as e:
         raise HarnessError(f"checkpoint {path} has invalid metadata: not JSON ({error_line(e)}); retrain it "
                            "(train --force) or pass a checkpoint written by harness train") from None

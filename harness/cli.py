@@ -54,11 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     for a check that ran and failed), 130 after Ctrl-C. Nothing escapes as a traceback: an OSError or any
     other unexpected exception is the last-resort line (fail closed: ``check`` never reads a crash as a
     regression); ``HARNESS_TRACEBACK=1`` prints the traceback before it."""
+    for stream in (sys.stdout, sys.stderr):  # a path or name the terminal's encoding lacks is escaped, not fatal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return _main(argv)
     except KeyboardInterrupt:  # also while the command modules import torch
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except ImportError as e:  # build_parser imports every command module (and torch) before any command runs
+        return _fail(e, f"the harness cannot start: {error_line(e)} (a broken or partial install; reinstall it "
+                        "with pip install -e .)")
 
 
 def _main(argv: list[str] | None) -> int:
@@ -70,6 +76,11 @@ def _main(argv: list[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         print(f"{parser.prog}: error: give a COMMAND (see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    empty = _empty_option(parser, args)
+    if empty is not None:  # e.g. --out "$DIR" with DIR unset: never read as "not given" (a default place)
+        print(f"{parser.prog} {args.command}: error: argument {empty}: the value is empty (see --help)",
+              file=sys.stderr)
         return USAGE_ERROR
     previous = os.environ.get("HARNESS_CACHE")
     if args.cache_dir:
@@ -97,6 +108,16 @@ def _main(argv: list[str] | None) -> int:
                 os.environ["HARNESS_CACHE"] = previous
 
 
+def _empty_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The name of the first option (or positional argument) given an empty string, or None."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in [*parser._actions, *commands.choices[args.command]._actions]:
+        value = getattr(args, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            return action.option_strings[0] if action.option_strings else str(action.metavar or action.dest)
+    return None
+
+
 def _check_cache(args: argparse.Namespace) -> None:
     """The cache can be written: checked before the work, like every output option."""
     option = "--cache-dir" if args.cache_dir else "HARNESS_CACHE" if os.environ.get("HARNESS_CACHE") else \
@@ -117,4 +138,6 @@ def _fail(e: BaseException, message: str) -> int:
 def _one_line(message: str) -> str:
     """A message on one line, of bounded length (an exception's text can hold a whole array)."""
     line = " ".join(message.split())
+    # Names read from files may hold terminal escapes or other control characters: shown, never obeyed.
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
     return line if len(line) <= 500 else line[:480] + " ..."

@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
+MAX_JSON_BYTES = 256 << 20  # results, suite.json and curves the harness writes are far smaller
 _DEFAULT_NAME_MAX = 255
 _DEFAULT_PATH_MAX = 4096
 _TOKEN_HEX = 12  # characters of the random part of a temporary name
@@ -174,6 +175,9 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     """
     path = _as_path(path, option)
     info = _stat(path, option)
+    if info is None and path.is_symlink():  # mkdir would fail on the link after the work ("File exists")
+        raise HarnessError(f"{option} {_show(path)} is a symbolic link to {_show(Path(os.readlink(path)))}, which "
+                           "does not exist; create that directory or give another path")
     if info is not None and not stat.S_ISDIR(info.st_mode):
         raise HarnessError(f"{option} {_show(path)} is a file, not a directory")
     if info is None:
@@ -308,8 +312,13 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
     if os.path.exists(path) and not os.path.isfile(path):  # a directory, or a FIFO that would block for ever
         raise HarnessError(f"{what}{path} is not a regular file")
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:  # bounded: a huge (or sparse) file is not read into memory
+            too_large = os.fstat(f.fileno()).st_size > MAX_JSON_BYTES
+            raw = b"" if too_large else f.read(MAX_JSON_BYTES + 1)
+        if too_large or len(raw) > MAX_JSON_BYTES:
+            raise HarnessError(f"{what}{path} is larger than {MAX_JSON_BYTES >> 20} MiB, more than any file the "
+                               "harness writes")
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise HarnessError(f"{what}{path} does not exist") from None
     except OSError as e:
@@ -318,6 +327,17 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
         raise HarnessError(f"{what}{path} is not a harness file: its JSON is nested too deeply to read") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
         raise HarnessError(f"{what}{path} is not valid JSON ({e}); re-run to regenerate it") from None
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json`` ``object_pairs_hook``: the object, or ValueError when it names a key twice. Readers disagree on
+    which of two values counts (Python's takes the last), so a repeated key could pass one number off as another."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {twice[:40]!r} appears twice in one object")
+    return obj
 
 
 def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:

@@ -18,3 +18,5 @@ MAX_QUERIES = 1_000_000  # Square Attack query budget per image
 MAX_POINTS = 100.0  # tolerances in percentage points
 MAX_NAME = 100  # a suite's name: runs/NAME must stay a short, valid file name
 MAX_DECAY = 10.0  # MI-FGSM momentum decay mu (the paper: 1.0)
+MAX_THREADS = 4096  # intra-op threads (a suite's threads, OMP_NUM_THREADS)
+MAX_SWEEP_POINTS = 100  # PGD iteration counts of one sweep curve

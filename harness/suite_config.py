@@ -23,10 +23,25 @@ from harness.attacks import attacks_from_names
 from harness.attacks.oracle import ORACLES
 from harness.attacks.square import INITS, MIN_EPS
 from harness.data import DATA_SOURCES
-from harness.errors import HarnessError
-from harness.limits import MAX_NAME
+from harness.errors import HarnessError, error_line
+from harness.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
+    MAX_NAME,
+    MAX_POINTS,
+    MAX_QUERIES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_SWEEP_POINTS,
+    MAX_SYNTHETIC_IMAGE_SIZE,
+    MAX_THREADS,
+    MIN_IMAGE_SIZE,
+)
 from harness.models import MODELS, SIZES
 
+MAX_SUITE_BYTES = 1 << 20  # a suite file is a short text; a larger one is not one (or never ends: /dev/zero)
 SECTIONS = ("data", "models", "deployment", "whitebox", "sweep", "square", "transfer", "examples", "check")
 WHITEBOX_COLUMNS_HELP = "fgsm, mifgsm-N or pgd-N"
 
@@ -170,12 +185,23 @@ def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:
     """Read and validate the suite file at ``path`` (None: the built-in default)."""
     builtin = path is None
     path = default_suite_path() if path is None else Path(path)
+    if path.exists() and not path.is_file():  # a directory, or a FIFO or device that would block or never end
+        raise HarnessError(f"suite file {path} is not a regular file")
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SUITE_BYTES + 1)
     except FileNotFoundError:
         raise HarnessError(f"suite file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise HarnessError(f"suite file {path} cannot be read ({e})") from None
+    except OSError as e:
+        raise HarnessError(f"suite file {path} cannot be read ({e.strerror or e})") from None
+    if len(raw) > MAX_SUITE_BYTES:
+        raise HarnessError(f"suite file {path} is larger than {MAX_SUITE_BYTES >> 20} MiB; a suite file is a short "
+                           "TOML text")
+    try:
+        text = raw.decode("utf-8-sig")  # TOML is UTF-8; editors may put a byte-order mark first
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"suite file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                           "save it as UTF-8") from None
     return parse_suite(text, path.name, "built-in default" if builtin else str(path))
 
 
@@ -185,14 +211,18 @@ def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfi
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise HarnessError(f"{where}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise HarnessError(f"{where}: not a suite file: its arrays or tables are nested too deeply to read") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise HarnessError(f"{where}: not a suite file: {error_line(e)}") from None
     top = _Table(where, "", doc)
     name = top.string("name", "suite")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > MAX_NAME:
         shown = repr(name) if len(name) <= 40 else f"{name[:30]!r}... ({len(name)} characters)"
         raise top.error("name", f"{shown} must be a plain file name of at most {MAX_NAME} characters (letters, "
                                 "digits, . _ -): runs/NAME is its default run directory")
-    batch_size = top.integer("batch_size", 16)
-    threads = top.integer("threads", None)
+    batch_size = top.integer("batch_size", 16, maximum=MAX_BATCH)
+    threads = top.integer("threads", None, maximum=MAX_THREADS)
     tables = {s: _Table(where, s, top.table(s)) for s in SECTIONS}
     top.finish(allowed=SECTIONS)
     data = _data(tables["data"])
@@ -216,8 +246,15 @@ def _data(t: _Table) -> DataSpec:
     root = t.string("root", None)
     if source != "synthetic" and root is None:
         raise t.error("root", f"data source {source} needs root = \"DIR\" (nothing is downloaded)")
-    size = t.integer("image_size", None, minimum=32)
-    return DataSpec(source, root, size, t.integer("seed", 0, minimum=0))
+    # A setting the source ignores would give numbers of other data than the file asks for.
+    if source == "synthetic" and root is not None:
+        raise t.error("root", "is read by source = \"voc\" or \"folder\" only (synthetic scenes are generated)")
+    size = t.integer("image_size", None, minimum=MIN_IMAGE_SIZE,
+                     maximum=MAX_SYNTHETIC_IMAGE_SIZE if source == "synthetic" else MAX_IMAGE_SIZE)
+    seed = t.integer("seed", 0, minimum=0, maximum=MAX_SEED)
+    if source != "synthetic" and seed != 0:
+        raise t.error("seed", f"selects synthetic scenes; source = \"{source}\" has fixed images, so leave it out")
+    return DataSpec(source, root, size, seed)
 
 
 def _models(t: _Table, where: str) -> ModelsSpec:
@@ -226,15 +263,15 @@ def _models(t: _Table, where: str) -> ModelsSpec:
     names = t.choices("names", None, MODELS)
     epochs = t.per_model("epochs", names, positive_int=True)
     lr = t.per_model("lr", names, positive_int=False)
-    return ModelsSpec(names, t.choice("size", "reduced", SIZES), epochs, lr, t.integer("seed", 0, minimum=0),
-                      t.integer("batch_size", 16), t.integer("n_train", None))
+    return ModelsSpec(names, t.choice("size", "reduced", SIZES), epochs, lr, t.seed(),
+                      t.integer("batch_size", 16, maximum=MAX_BATCH), t.integer("n_train", None, maximum=MAX_IMAGES))
 
 
 def _deployment(t: _Table) -> DeploymentSpec:
     engines = t.choices("engines", ("torch", "ort"), ENGINES)
     precisions = t.choices("precisions", ("fp32",), tuple(PRECISIONS["ort"]))
     device = t.choice("device", None, DEVICES)
-    spec = DeploymentSpec(engines, precisions, device, t.integer("calibration_images", 64))
+    spec = DeploymentSpec(engines, precisions, device, t.integer("calibration_images", 64, maximum=MAX_IMAGES))
     if not spec.pairs():
         raise t.error("precisions", f"no engine of {list(engines)} runs any of {list(precisions)}")
     return spec
@@ -251,13 +288,15 @@ def _whitebox(t: _Table, names: tuple[str, ...]) -> WhiteboxSpec:
         if not isinstance(left_out, list) or any(c not in columns for c in left_out):
             raise t.error(f"skip.{model}", f"expected a list of columns of {list(columns)}, got {left_out!r}")
         skip[model] = tuple(left_out)
-    return WhiteboxSpec(columns, t.integer("n_images", 16), t.eps(), t.integer("seed", 0, minimum=0), skip)
+    return WhiteboxSpec(columns, t.n_images(16), t.eps(), t.seed(), skip)
 
 
 def _sweep(t: _Table, names: tuple[str, ...]) -> SweepSpec:
     models = t.choices("models", names[:1], names)
     steps = t.integers("steps", (20, 40, 60, 80, 100))
-    return SweepSpec(models, tuple(sorted(steps)), t.integer("n_images", 16), t.eps(), t.integer("seed", 0, minimum=0))
+    if len(steps) > MAX_SWEEP_POINTS:
+        raise t.error("steps", f"{len(steps)} counts; at most {MAX_SWEEP_POINTS}")
+    return SweepSpec(models, tuple(sorted(steps)), t.n_images(16), t.eps(), t.seed())
 
 
 def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
@@ -270,9 +309,9 @@ def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
     eps = t.eps()
     if eps < MIN_EPS:
         raise t.error("eps", f"expected at least {MIN_EPS:g}, the Square Attack's smallest eps, got {eps:g}")
-    return SquareSpec(models, engine, precision, t.choices("inits", INITS, INITS), t.integer("queries", 1000),
-                      p_init, t.choice("loss", "ce", ORACLES), eps, t.integer("n_images", 8),
-                      t.integer("seed", 0, minimum=0))
+    return SquareSpec(models, engine, precision, t.choices("inits", INITS, INITS),
+                      t.integer("queries", 1000, maximum=MAX_QUERIES), p_init, t.choice("loss", "ce", ORACLES), eps,
+                      t.n_images(8), t.seed())
 
 
 def _transfer(t: _Table, names: tuple[str, ...]) -> TransferSpec:
@@ -281,8 +320,7 @@ def _transfer(t: _Table, names: tuple[str, ...]) -> TransferSpec:
     attacks = t.strings("attacks", ("mifgsm-20", "pgd-20"))
     for attack in attacks:
         t.check_attack_label("attacks", attack)
-    return TransferSpec(sources, targets, attacks, t.integer("n_images", 16), t.eps(),
-                        t.integer("seed", 0, minimum=0))
+    return TransferSpec(sources, targets, attacks, t.n_images(16), t.eps(), t.seed())
 
 
 def _examples(t: _Table, names: tuple[str, ...], whitebox: WhiteboxSpec | None) -> ExamplesSpec:
@@ -290,18 +328,19 @@ def _examples(t: _Table, names: tuple[str, ...], whitebox: WhiteboxSpec | None) 
     attack = t.string("attack", "pgd-20")
     if whitebox is None or attack not in whitebox.columns or attack in whitebox.skip.get(model, ()):
         raise t.error("attack", f"{attack!r} must be a [whitebox] column run on {model} (the examples are its images)")
-    n = t.integer("n_images", 4)
+    n = t.n_images(4)
     if n > whitebox.n_images:
         raise t.error("n_images", f"{n} is more than the {whitebox.n_images} images of [whitebox]")
     return ExamplesSpec(model, attack, n)
 
 
 def _check(t: _Table) -> CheckSpec:
-    tolerance = t.number("tolerance", 1.0, minimum=0.0)
+    tolerance = t.number("tolerance", 1.0, minimum=0.0, maximum=MAX_POINTS)
     per_attack = {}
     for attack, value in t.table("attack_tolerance").items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-            raise t.error(f"attack_tolerance.{attack}", f"expected a number of points >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_POINTS:
+            raise t.error(f"attack_tolerance.{attack}", f"expected a number of points in [0, {MAX_POINTS:g}], "
+                                                        f"got {value!r}")
         per_attack[attack] = float(value)
     return CheckSpec(tolerance, per_attack)
 
@@ -349,22 +388,31 @@ class _Table:
             raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def integer(self, key: str, default: int | None, minimum: int = 1) -> int | None:
+    def integer(self, key: str, default: int | None, minimum: int = 1, maximum: int = MAX_IMAGES) -> int | None:
+        """An integer in [minimum, maximum] (the bounds of harness.limits, as the command line's)."""
         value = self._get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(key, f"expected an integer >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.error(key, f"expected an integer in [{minimum}, {maximum}], got {_shown(value)}")
         return value
 
-    def number(self, key: str, default: float, minimum: float | None = None) -> float:
+    def n_images(self, default: int) -> int:
+        return self.integer("n_images", default, maximum=MAX_IMAGES)
+
+    def seed(self) -> int:
+        return self.integer("seed", 0, minimum=0, maximum=MAX_SEED)
+
+    def number(self, key: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
         value = self._get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
-                or abs(value) == float("inf") or (minimum is not None and value < minimum):
+                or abs(value) == float("inf") or (minimum is not None and value < minimum) \
+                or (maximum is not None and value > maximum):
             bound = "" if minimum is None else f" >= {minimum:g}"
-            raise self.error(key, f"expected a finite number{bound}, got {value!r}")
+            bound += "" if maximum is None else f"{',' if bound else ''} <= {maximum:g}"
+            raise self.error(key, f"expected a finite number{bound}, got {_shown(value)}")
         return float(value)
 
     def eps(self) -> float:
@@ -397,9 +445,9 @@ class _Table:
         value = self._get(key)
         if value is None:
             return default
-        if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                                           for v in value):
-            raise self.error(key, f"expected a non-empty list of integers >= 1, got {value!r}")
+        if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int)
+                                                           or not 1 <= v <= MAX_STEPS for v in value):
+            raise self.error(key, f"expected a non-empty list of integers in [1, {MAX_STEPS}], got {_shown(value)}")
         if len(set(value)) != len(value):
             raise self.error(key, f"names a value twice: {value!r}")
         return tuple(value)
@@ -413,9 +461,10 @@ class _Table:
         for model, v in table.items():
             if model not in names:
                 raise self.error(f"{key}.{model}", f"not one of the suite's models ({', '.join(names)})")
-            ok = (isinstance(v, int) and v >= 1) if positive_int else (isinstance(v, int | float) and 0 < v < 1)
+            ok = (isinstance(v, int) and 1 <= v <= MAX_EPOCHS) if positive_int else (isinstance(v, int | float)
+                                                                                     and 0 < v < 1)
             if isinstance(v, bool) or not ok:
-                expected = "an integer >= 1" if positive_int else "a learning rate in (0, 1)"
+                expected = f"an integer in [1, {MAX_EPOCHS}]" if positive_int else "a learning rate in (0, 1)"
                 raise self.error(key if not isinstance(value, dict) else f"{key}.{model}",
                                  f"expected {expected}, got {v!r}")
         return {m: (int(v) if positive_int else float(v)) for m, v in table.items()}
@@ -429,3 +478,9 @@ class _Table:
             attack = None
         if attack is None or attack.label != label:
             raise self.error(key, f"{label!r} is not an attack column ({WHITEBOX_COLUMNS_HELP})")
+
+
+def _shown(value: Any) -> str:
+    """A TOML value for a one-line message, at most about 60 characters (a list may hold thousands of items)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:50] + "..."

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.limits import MAX_THREADS
 
 IDLE_WINDOW_S = 0.1  # /proc/stat counts in 10 ms ticks: 10 ticks per core, enough to tell busy from idle
 # A core counts as free when at least 60 % of it was idle: a neighbour that takes a third of a core
@@ -127,11 +128,11 @@ def env_threads(environ: Mapping[str, str] | None = None) -> int | None:
     text = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").strip()
     if not text:
         return None
-    first = text.split(",")[0].strip()
-    if not (first.isascii() and first.isdigit()) or not 1 <= int(first) <= 4096:
-        raise HarnessError(f"OMP_NUM_THREADS={text!r} is not a positive thread count; set it to a number "
+    counts = [part.strip() for part in text.split(",")]  # OpenMP's nested form: every level a count, or it warns
+    if not all(c.isascii() and c.isdigit() and 1 <= int(c) <= MAX_THREADS for c in counts):
+        raise HarnessError(f"OMP_NUM_THREADS={text[:40]!r} is not a positive thread count; set it to a number "
                            "such as 1, or unset it for the load-aware default")
-    return int(first)
+    return int(counts[0])
 
 
 def choose_threads(requested: int | None = None, window_s: float = IDLE_WINDOW_S) -> ThreadChoice:

@@ -34,6 +34,7 @@ from harness.errors import CHECK_FAILED, USAGE_ERROR, HarnessError
 from reports.results import validate_record
 from reports.tables import ReadableTable
 
+MAX_TABLE_ROWS = 500  # rows of the comparison table printed by check
 DEFAULT_TOLERANCE = 1.0
 """Points (of percent) a metric may drop before the check fails."""
 
@@ -231,13 +232,23 @@ def _attack_cell(fields: dict[str, str]) -> str:
     return " ".join([fields["attack"], *(f"{k}={_short(v)}" for k, v in params.items())])
 
 
-def delta_table(comparison: Comparison, title: str = "regression check (values in %)") -> Table:
+def delta_table(comparison: Comparison, title: str = "regression check (values in %)",
+                max_rows: int = MAX_TABLE_ROWS) -> Table:
     """One row per record, worst first: status, the key, then baseline / now / delta of each metric.
 
     A delta is red when it drops by more than the row's tolerance, green when it rises by more.
     The size and source columns appear only when some record has them. Cells are plain text
-    (never rich markup), so any params value prints as it is.
+    (never rich markup), so any params value prints as it is. At most ``max_rows`` rows, the worst: a log
+    of thousands of rows helps no one and takes minutes to render; the title says how many are left out
+    (the verdict line counts every record).
     """
+    rows = comparison.rows[:max_rows]
+    if len(comparison.rows) > max_rows:
+        left = comparison.rows[max_rows:]
+        statuses = [r.status for r in left]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in _ORDER if s in statuses)
+        title += f"; the worst {max_rows} of {len(comparison.rows)} records, {len(left)} not shown ({counts})"
+    comparison = Comparison(rows, comparison.tolerance)
     fields = [key_fields(row.key) for row in comparison.rows]
     show_size = any(f["size"] for f in fields)
     show_source = any(f["source_model"] or f["source_engine"] for f in fields)

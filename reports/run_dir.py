@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.base import IGNORE_INDEX
+from harness.data.base import IGNORE_INDEX, is_class_name
 from harness.errors import HarnessError
 from harness.fileio import read_json
 from harness.npzfile import load_arrays
@@ -186,6 +186,9 @@ def validate_examples_meta(doc: Any, where: str) -> dict[str, Any]:
     names = schema.items(schema.field(doc, "class_names", where), f"{where}: class_names", schema.string, empty=False)
     if len(names) > MAX_CLASSES:
         raise HarnessError(f"{where}: class_names holds {len(names)} names; at most {MAX_CLASSES} (uint8 maps)")
+    odd = next((n for n in names if not is_class_name(n)), None)
+    if odd is not None:  # the names are drawn in the figure's legend and written into the report
+        raise HarnessError(f"{where}: class_names holds {schema.describe(odd)}, which has control characters")
     return doc
 
 

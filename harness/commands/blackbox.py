@@ -47,7 +47,7 @@ from harness.metrics import ConfusionMatrix, Scores
 from harness.threads import set_threads
 from reports.figures import plot_square_curves
 from reports.results import make_record, write_results
-from reports.tables import scores_table
+from reports.tables import ReadableTable, scores_table
 
 HELP = "black-box Square Attack (L∞) against an engine: accuracy against queries, clean vs adversarial"
 SAVE_EVERY_SECONDS = 15.0  # a killed run loses at most this much work
@@ -249,7 +249,7 @@ def _report(args: argparse.Namespace, data: SegmentationData, clean: Scores, cle
     console.print(scores_table(
         f"{args.model} ({args.size}) on {args.engine} {args.precision}, {data.name} {data.split}, {len(data)} images, "
         f"{clean.n_pixels} labelled pixels (values in %)", data.class_names, rows))
-    table = Table(title=f"Square Attack, eps {args.eps:g}/255, {args.queries} queries per image, "
+    table = ReadableTable(title=f"Square Attack, eps {args.eps:g}/255, {args.queries} queries per image, "
                         f"p_init {args.p_init:g}, {args.loss} oracle, seed {args.seed}")
     for column in ("", "pixel acc %", "mIoU %", "queries", "queries/s", "engine s", "wall s", "in engine"):
         table.add_column(column, justify="right")

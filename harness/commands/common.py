@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def float_in(minimum: float, maximum: float, open_min: bool = False, open_max: b
         below = value < maximum if open_max else value <= maximum
         if not (above and below):
             raise argparse.ArgumentTypeError(f"{_shown(text)} is outside {interval}")
-        return value
+        return value + 0.0  # -0 is 0: recorded and printed as 0, never as "-0"
 
     parse.__name__ = f"number in {interval}"
     parse.interval = (minimum, maximum, open_min, open_max)  # type: ignore[attr-defined]
@@ -90,6 +91,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_from_args(args: argparse.Namespace, split: str, limit: int | None = None) -> SegmentationData:
+    # An option that the chosen data ignores would give numbers of other data than the user meant.
+    if args.data == "synthetic" and args.data_root is not None:
+        raise HarnessError(f"--data-root {args.data_root} is read by --data voc or --data folder only; add one of "
+                           "them (the default, --data synthetic, is generated)")
+    if args.data != "synthetic" and args.data_seed != 0:
+        raise HarnessError(f"--data-seed {args.data_seed} selects synthetic scenes; --data {args.data} has fixed "
+                           "images, so leave it out")
     if args.data == "synthetic" and (args.image_size or 0) > MAX_SYNTHETIC_IMAGE_SIZE:
         raise HarnessError(f"--image-size {args.image_size}: the synthetic data is generated whole (1000 train "
                            f"images) in memory, so at most {MAX_SYNTHETIC_IMAGE_SIZE} px; larger images need "
@@ -128,11 +136,22 @@ def load_model(args: argparse.Namespace, data: SegmentationData, name: str | Non
         path = default_checkpoint_path(name, args.size, data_key(data))
         if not path.is_file():
             raise HarnessError(f"no trained {name} ({args.size}) for this data; run: python -m harness "
-                               f"train --model {name}" + ("" if args.data == "synthetic" else
-                                                          f" --data {args.data} --data-root DIR"))
+                               f"train --model {name}{_train_options(args)}")
     model, meta = load_checkpoint(path)
     # A record must say what ran: a checkpoint that contradicts --model, --size or the data is refused.
     problem = identity_problem(meta, name, args.size, data.class_names)
     if problem is not None:
         raise HarnessError(f"checkpoint {path} {problem}")
     return model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)}
+
+
+def _train_options(args: argparse.Namespace) -> str:
+    """The options of ``train`` that select this command's model size and data: its checkpoint is the one asked for."""
+    options = [f"--size {args.size}"] if args.size != "reduced" else []
+    if args.data != "synthetic":
+        options.append(f"--data {args.data} --data-root {shlex.quote(str(args.data_root))}")
+    if args.image_size is not None:
+        options.append(f"--image-size {args.image_size}")
+    if args.data_seed != 0:
+        options.append(f"--data-seed {args.data_seed}")
+    return "".join(f" {o}" for o in options)

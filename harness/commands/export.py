@@ -39,6 +39,7 @@ from harness.fileio import atomic_path, cache_dir, check_outputs, write_json_ato
 from harness.limits import MAX_BATCH, MAX_IMAGES
 from harness.models import MODELS
 from harness.threads import set_threads
+from reports.tables import ReadableTable
 
 HELP = "export trained models to ONNX (fp32/fp16/int8) or TensorRT plans, with a parity check against PyTorch"
 FORMATS = ("onnx", "trt")
@@ -146,7 +147,7 @@ def _copy_out(artifact: Artifact, target: Path) -> None:
 
 
 def _artifact_table(args: argparse.Namespace, rows: list[tuple[str, Artifact, ParityReport]]) -> Table:
-    table = Table(title=f"{args.format} artifacts in {cache_dir() / 'artifacts'}/MODEL--{args.size}/")
+    table = ReadableTable(title=f"{args.format} artifacts in {cache_dir() / 'artifacts'}/MODEL--{args.size}/")
     for column in ("model", "precision", "file", "sha256", "size", ""):
         table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
     for name, a, _ in rows:

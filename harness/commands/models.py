@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
 from harness.checkpoints import read_metadata
 from harness.commands.common import console, int_in
 from harness.data.base import MAX_CLASSES
@@ -13,6 +11,7 @@ from harness.errors import HarnessError
 from harness.fileio import cache_dir
 from harness.limits import MIN_CLASSES
 from harness.models import MODELS, SIZES, build_model, count_parameters
+from reports.tables import ReadableTable
 
 HELP = "list the models, their sizes, parameter counts and trained checkpoints"
 
@@ -47,7 +46,7 @@ def _trained() -> tuple[dict[tuple[str, str], list[str]], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     trained, unreadable = _trained()
-    table = Table(title="Models (input: RGB in [0, 1]; output: logits at input resolution)")
+    table = ReadableTable(title="Models (input: RGB in [0, 1]; output: logits at input resolution)")
     for col in ("model", "size", "parameters", "description", "trained checkpoints (val pixel acc / mIoU)"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for name, spec in MODELS.items():

@@ -15,14 +15,12 @@ from harness.commands.whitebox_common import (
 )
 from harness.errors import HarnessError
 from harness.fileio import check_outputs
-from harness.limits import MAX_STEPS
+from harness.limits import MAX_STEPS, MAX_SWEEP_POINTS
 from harness.models import MODELS, SIZES
 from harness.threads import set_threads
 from reports.figures import plot_pgd_sweep
 from reports.results import write_results
 from reports.tables import robustness_table
-
-MAX_SWEEP_POINTS = 100  # points of one curve
 
 HELP = "the paper's Figure 3: accuracy against PGD iterations (step size eps/iterations), JSON and PNG"
 

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from harness.checkpoints import cached_checkpoint_problem, default_checkpoint_path
 from harness.commands.common import (
@@ -25,6 +24,7 @@ from harness.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_SEED
 from harness.models import MODELS, SIZES
 from harness.threads import set_threads
 from harness.training import StepReport, TrainConfig, train_and_save
+from reports.tables import ReadableTable
 
 HELP = "train models (default: reduced width on the built-in data) and cache their checkpoints"
 
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads()
     names = list(MODELS) if args.all else [args.model]
     train_data, val_data = data_from_args(args, "train", args.n_train), data_from_args(args, "val")
-    summary = Table(title=f"Training on {train_data.name} ({len(train_data)} train / {len(val_data)} val images)")
+    summary = ReadableTable(title=f"Training on {train_data.name} ({len(train_data)} train / {len(val_data)} val "
+                                  "images)")
     for col in ("model", "epochs", "time", "val pixel acc", "val mIoU", "checkpoint"):
         summary.add_column(col)
     for name in names:

@@ -4,7 +4,8 @@ Layout: ``DIR/images/<id>.{png,jpg,jpeg}`` and ``DIR/masks/<id>.png`` (single-ch
 indices, 255 = ignore; see :mod:`harness.data.imagefiles` for what a mask must be). Optional
 ``DIR/classes.txt`` (UTF-8, one class name a line, 2 to 255 distinct names; otherwise classes are
 numbered up to the largest label found) and ``DIR/train.txt`` / ``DIR/val.txt`` (UTF-8, ids one a
-line; otherwise every fifth id in sorted order is validation).
+line, no id in both; one list alone: the other split is every id it does not name; no list: every
+fifth id in sorted order is validation).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from harness.data.base import IGNORE_INDEX, MAX_CLASSES, SegmentationData, is_class_name
 from harness.data.imagefiles import mask_labels, read_pairs
-from harness.data.listfiles import read_lines
+from harness.data.listfiles import is_present, read_ids, read_lines
 from harness.errors import HarnessError
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -22,19 +23,28 @@ DEFAULT_SIZE = 256
 
 
 def _ids_for_split(root: Path, all_ids: list[str], split: str) -> list[str]:
-    list_file = root / f"{split}.txt"
-    if list_file.is_file():
-        ids = read_lines(list_file)
-        repeated = [i for i, count in Counter(ids).items() if count > 1]
-        if repeated:
-            raise HarnessError(f"{list_file} names {repeated[0]!r} more than once; list each id once")
-        return ids
+    """The ids of ``split``: its list file; else, when only the other split is listed, every other id; else every
+    fifth id in sorted order for val. Train and val never share an image (a validation score on training images
+    would be a silently wrong number)."""
+    other = "val" if split == "train" else "train"
+    lists = {name: read_ids(root / f"{name}.txt") if is_present(root / f"{name}.txt") else None
+             for name in (split, other)}
+    if lists[split] is not None and lists[other] is not None:
+        shared = sorted(set(lists[split]) & set(lists[other]))
+        if shared:
+            raise HarnessError(f"{root / 'train.txt'} and {root / 'val.txt'} both list {len(shared)} id(s), first "
+                               f"{shared[0][:60]!r}; a validation image must not be a training image")
+    if lists[split] is not None:
+        return lists[split]
+    if lists[other] is not None:
+        listed = set(lists[other])
+        return [i for i in all_ids if i not in listed]
     return [i for n, i in enumerate(all_ids) if (n % 5 == 4) == (split == "val")]
 
 
 def _class_names(root: Path, mask_dir: Path) -> list[str]:
     names_file = root / "classes.txt"
-    if names_file.is_file():
+    if is_present(names_file):
         names = read_lines(names_file)
         if not 2 <= len(names) <= MAX_CLASSES:
             raise HarnessError(f"{names_file} lists {len(names)} classes; list 2 to {MAX_CLASSES}, one a line "

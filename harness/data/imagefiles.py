@@ -67,10 +67,14 @@ class _TooLarge(Exception):
     pass
 
 
+def _scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size of a ``width`` x ``height`` image scaled so that its shorter side is ``size``."""
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
 def _resize_crop(img: Image.Image, size: int, resample: Image.Resampling) -> np.ndarray:
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    nw, nh = _scaled_size(*img.size, size)
     img = img.resize((nw, nh), resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)))
@@ -102,6 +106,11 @@ def read_pair(image_path: Path, mask_path: Path, size: int, num_classes: int | N
     if image.mode in _HIGH_DEPTH_MODES:  # converting to 8-bit RGB would clip, not scale: a silently wrong image
         raise HarnessError(f"image {image_path} is {_MODE_NAMES.get(image.mode, image.mode)} ({image.mode}); "
                            "images must be 8 bits a channel (greyscale, palette, RGB or RGBA)")
+    scaled = _scaled_size(*image.size, size)
+    if scaled[0] * scaled[1] > MAX_IMAGE_PIXELS:  # a long thin image: scaling its short side up explodes the other
+        raise HarnessError(f"image {image_path} is {image.size[0]} x {image.size[1]}: scaled to a shorter side of "
+                           f"{size} px it would be {scaled[0]} x {scaled[1]}, above the limit of "
+                           f"{MAX_IMAGE_PIXELS:,} pixels; crop it to a less extreme aspect ratio")
     if image.size != mask.size:
         raise HarnessError(f"mask {mask_path} is {mask.size[0]} x {mask.size[1]} but its image {image_path} is "
                            f"{image.size[0]} x {image.size[1]} (after EXIF orientation); the labels would not "

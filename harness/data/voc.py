@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.data.base import SegmentationData
 from harness.data.imagefiles import read_pairs
-from harness.data.listfiles import read_lines
+from harness.data.listfiles import read_ids
 from harness.errors import HarnessError
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -35,7 +35,7 @@ def load_voc(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: int 
     list_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         raise HarnessError(f"{list_file} is missing: the VOC split {split!r} cannot be read")
-    ids = read_lines(list_file)[:limit]
+    ids = read_ids(list_file)[:limit]
     if not ids:
         raise HarnessError(f"{list_file} lists no image ids")
     pairs = [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids]

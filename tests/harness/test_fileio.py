@@ -2,7 +2,15 @@ import os
 
 import pytest
 
-from harness.fileio import atomic_path, write_json_atomic
+from harness.errors import HarnessError
+from harness.fileio import (
+    MAX_JSON_BYTES,
+    atomic_path,
+    check_output_dir,
+    check_output_file,
+    read_json,
+    write_json_atomic,
+)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
@@ -202,3 +210,30 @@ def test_a_scratch_dir_of_a_killed_process_is_removed_by_the_next_one(tmp_path):
     with scratch_dir(target) as tmp:
         assert tmp.is_dir() and not left.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"schema": 1, "results": [], "results": [{"pixel_accuracy": 0.9}]}', "'results' appears twice"),
+    ('{"a": {"pixel_accuracy": 0.01, "pixel_accuracy": 0.99}}', "'pixel_accuracy' appears twice"),
+])
+def test_a_json_object_naming_a_key_twice_is_refused_not_read_as_its_last_value(tmp_path, text, message):
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message):
+        read_json(path)
+
+
+def test_a_json_file_too_large_to_be_harness_output_is_refused_without_being_read(tmp_path):
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:
+        f.truncate(MAX_JSON_BYTES + 1)  # sparse: reading it whole would take the memory of its size
+    with pytest.raises(HarnessError, match="larger than"):
+        read_json(path)
+
+
+def test_a_broken_symbolic_link_is_refused_as_an_output_directory(tmp_path):
+    link = tmp_path / "cache"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(HarnessError, match="symbolic link .* does not exist"):
+        check_output_dir(link, "--cache-dir")
+    check_output_file(link, "--json")  # a file is written over the link, as by open()

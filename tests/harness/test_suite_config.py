@@ -1,7 +1,10 @@
 """Suite files: the built-in default, a valid custom suite, and one-line errors naming the key."""
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,8 +84,8 @@ def test_an_unknown_top_level_key_is_named():
 
 
 @pytest.mark.parametrize("extra, message", [
-    ("[whitebox]\nn_images = 0", "[whitebox] n_images: expected an integer >= 1, got 0"),
-    ("[whitebox]\nn_images = \"4\"", "[whitebox] n_images: expected an integer >= 1, got '4'"),
+    ("[whitebox]\nn_images = 0", "[whitebox] n_images: expected an integer in [1, 1000000], got 0"),
+    ("[whitebox]\nn_images = \"4\"", "[whitebox] n_images: expected an integer in [1, 1000000], got '4'"),
     ("[whitebox]\neps = 300", "[whitebox] eps: 300 is outside (0, 255]"),
     ("[whitebox]\ncolumns = [\"pgd-x\"]", "[whitebox] columns: 'pgd-x' is not an attack column"),
     ("[whitebox]\ncolumns = [\"fgsm\"]\nskip = { fcn16s-vgg16 = [\"fgsm\"] }", "[whitebox] skip.fcn16s-vgg16: not one"),
@@ -97,10 +100,10 @@ def test_an_unknown_top_level_key_is_named():
     ("[check]\ntolerance = -1", "[check] tolerance: expected a finite number >= 0"),
     ("[check]\nattack_tolerance = { square = \"2\" }", "[check] attack_tolerance.square: expected a number"),
     ("[data]\nsource = \"voc\"", "[data] root: data source voc needs root"),
-    ("[data]\nimage_size = 16", "[data] image_size: expected an integer >= 32"),
-    ("batch_size = true", "batch_size: expected an integer >= 1, got True"),
+    ("[data]\nimage_size = 16", "[data] image_size: expected an integer in [32, 512]"),
+    ("batch_size = true", "batch_size: expected an integer in [1, 4096], got True"),
     ("name = \"../up\"", "name: '../up' must be a plain file name"),
-    ("threads = 0", "threads: expected an integer >= 1, got 0"),
+    ("threads = 0", "threads: expected an integer in [1, 4096], got 0"),
     ("whitebox = 3", "whitebox: expected a table, got 3"),
 ])
 def test_a_bad_value_is_named_with_what_was_expected(extra, message):
@@ -138,3 +141,71 @@ def test_the_suite_command_rejects_a_bad_file_with_one_line_and_exit_2(tmp_path)
     assert result.stderr.strip() == "error: bad.toml: [square] querys: unknown key (known here: engine, eps, inits, " \
                                     "loss, models, n_images, p_init, precision, queries, seed)"
     assert not (tmp_path / "run").exists()
+
+
+# Every number of a suite file has the bounds of the command line's option (harness.limits); a value beyond
+# them is one line naming the key, before any work (not a MemoryError or numpy's seed error mid-run).
+OUT_OF_BOUNDS = {
+    "batch_size = 5000": "batch_size",
+    "threads = 100000": "threads",
+    "[data]\nimage_size = 600": "[data] image_size",  # synthetic: at most 512
+    "[data]\nseed = 4294967296": "[data] seed",
+    "epochs = 100000": "[models] epochs",
+    "seed = 4294967296": "[models] seed",
+    "n_train = 2000000": "[models] n_train",
+    "[whitebox]\ncolumns = ['fgsm']\nn_images = 2000000": "[whitebox] n_images",
+    "[sweep]\nsteps = [1000000]": "[sweep] steps",
+    "[sweep]\nsteps = [" + ", ".join(str(i) for i in range(1, 102)) + "]": "[sweep] steps",
+    "[square]\nqueries = 2000000": "[square] queries",
+    "[square]\nseed = 4294967296": "[square] seed",
+    "[deployment]\ncalibration_images = 2000000": "[deployment] calibration_images",
+    "[check]\ntolerance = 1e300": "[check] tolerance",
+    "[check]\nattack_tolerance = { square = 1000 }": "[check] attack_tolerance.square",
+}
+
+
+@pytest.mark.parametrize("extra", list(OUT_OF_BOUNDS))
+def test_numbers_beyond_the_documented_bounds_are_refused_naming_the_key(extra):
+    top_level = extra.startswith(("batch_size", "threads"))  # before any table; the rest go after [models]
+    text = extra + "\n" + MINIMAL if top_level else MINIMAL + extra
+    with pytest.raises(HarnessError, match=r"^s\.toml: " + re.escape(OUT_OF_BOUNDS[extra]) + ":") as e:
+        parse_suite(text, "s.toml")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n" + MINIMAL, "nested too deeply"),
+    ("x = " + "{a=" * 2000 + "1" + "}" * 2000 + "\n" + MINIMAL, "nested too deeply"),
+    ("x = " + "9" * 5000 + "\n" + MINIMAL, "4300 digits"),
+    ('[data]\nroot = "/tmp"\n' + MINIMAL, "read by source"),  # ignored by synthetic data: refused, not ignored
+    ('[data]\nsource = "folder"\nroot = "/tmp"\nseed = 3\n' + MINIMAL, "selects synthetic scenes"),
+])
+def test_unreadable_or_ignored_settings_are_one_line(text, message):
+    with pytest.raises(HarnessError, match=message) as e:
+        parse_suite(text, "s.toml")
+    assert "\n" not in str(e.value)
+
+
+def test_a_suite_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_suite(path).models.names == ("fcn8s-vgg16", "fcn-resnet50")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "latin-1", "huge"])
+def test_a_suite_path_that_is_not_a_short_utf8_file_is_one_line_and_never_blocks(tmp_path, kind):
+    path = tmp_path / "suite.toml"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block for ever
+    elif kind == "device":
+        path = Path("/dev/zero")  # reading it would never end
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "latin-1":
+        path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    else:
+        with open(path, "wb") as f:
+            f.truncate(2 << 20)
+    with pytest.raises(HarnessError, match="not a regular file|not UTF-8|larger than") as e:
+        load_suite(path)
+    assert "\n" not in str(e.value)

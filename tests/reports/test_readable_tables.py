@@ -109,3 +109,16 @@ def test_eval_style_output_in_a_log_file_keeps_every_number():
     assert "…" not in out.stdout and "91.23" in out.stdout and "65.43" in out.stdout
     for i in range(21):
         assert f"{100 * (0.401 + i / 41):.1f}" in out.stdout
+
+
+def test_the_export_parity_table_prints_every_number_whole_at_80_columns():
+    from exporters.parity import ParityReport, parity_table
+
+    report = ParityReport(label="fcn-resnet101", precision="int8", n_images=32, n_pixels=4096, max_abs_diff=0.123456,
+                          mean_abs_diff=0.0123456, agreement=0.987654, reference_accuracy=0.912345,
+                          candidate_accuracy=0.901234, min_agreement=0.98)
+    for width in (80, None):
+        text = render(parity_table("Parity against PyTorch", [report]), width)
+        assert "…" not in text
+        for number in ("0.12", "0.012", "98.765", "98", "91.23", "90.12", "-1.11", "pass"):
+            assert number in text, (width, number, text)

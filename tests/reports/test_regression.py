@@ -2,6 +2,7 @@
 
 import io
 import math
+import time
 
 import pytest
 from rich.console import Console
@@ -178,3 +179,17 @@ def test_delta_table_marks_failing_rows_and_shows_every_value():
     assert "fgsm eps=8" in lines["MISSING"] and "mifgsm eps=8" in lines["NEW"]
     assert "fcn8s-vgg16/torch" in text  # the source column of the transfer record
     assert "…" not in text
+
+
+def test_a_results_file_of_thousands_of_records_prints_the_worst_rows_only_and_says_so():
+    baseline = [record(n=i + 1) for i in range(3000)]
+    current = [record(n=i + 1, pa=0.80 if i == 2999 else 0.90) for i in range(3000)]
+    comparison = compare(baseline, current)
+    out = io.StringIO()
+    start = time.perf_counter()
+    Console(file=out, width=200).print(delta_table(comparison, max_rows=50))
+    assert time.perf_counter() - start < 10  # all 3000 rows took minutes
+    text = out.getvalue()
+    assert "the worst 50 of 3000 records, 2950 not shown (2950 ok)" in text
+    assert "REGRESSION" in text and text.count(" ok ") == 49
+    assert comparison.outcome()[0] == 1  # the verdict still counts every record

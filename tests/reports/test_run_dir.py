@@ -165,6 +165,9 @@ DAMAGE = [
     (edit_arrays(adversarial_pred=lambda a: a.astype(np.int64) - 1), "adversarial_pred holds values outside"),
     (edit_arrays(labels=lambda a: np.full_like(a, 9)), "labels holds values outside the 7 classes and the ignore"),
     (edit_arrays(labels=lambda a: np.array(["x"] * len(a))), "labels must be an integer array"),
+    # Class names are drawn in Figure 2's legend and written into the report: no terminal escapes or controls.
+    (edit_examples_meta(class_names=["a\x1b[2J", "b", "c", "d", "e", "f", "g"]), "has control characters"),
+    (edit_examples_meta(class_names=["a", "b\u202e", "c", "d", "e", "f", "g"]), "has control characters"),
 ]
 
 

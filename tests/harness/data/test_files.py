@@ -103,3 +103,14 @@ def test_voc_faults_are_one_line(voc_root, damage, expected):
     with pytest.raises(HarnessError, match=expected) as caught:
         load_data("voc", "val", root=str(voc_root), size=32)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("ids, expected", [
+    ("2007_000003\n2007_000003\n", "more than once"),  # would count the image twice
+    ("../../../VOCdevkit/VOC2012/JPEGImages/2007_000003\n", "not an image id"),  # a path, read from anywhere
+    ("/tmp/2007_000003\n", "not an image id"),
+])
+def test_voc_lists_name_each_image_once_by_id(voc_root, ids, expected):
+    (voc_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").write_text(ids)
+    with pytest.raises(HarnessError, match=expected):
+        load_data("voc", "val", root=str(voc_root), size=32)

@@ -1,6 +1,7 @@
 """Hostile image folders: every damaged, oversized, misaligned or mis-encoded file is one HarnessError naming it."""
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -130,6 +131,8 @@ TEXT_FAULTS = {
     "300 classes": ("classes.txt", "\n".join(f"c{i}" for i in range(300)).encode(), "list 2 to 255"),
     "Latin-1 val.txt": ("val.txt", "im4\n\xe9\n".encode("latin-1"), "not UTF-8"),
     "duplicate id": ("val.txt", b"im4\nim4\n", "'im4' more than once"),
+    "id with a directory part": ("val.txt", b"../images/im4\n", "not an image id"),
+    "absolute id": ("val.txt", b"/etc/im4\n", "not an image id"),
 }
 
 
@@ -204,3 +207,40 @@ def test_random_files_are_a_valid_load_or_one_harness_error(tmp_path_factory, ma
         event("loaded")
         assert data.images.shape == (1, 32, 32, 3) and (data.labels != 255).any()
         assert int(data.labels[data.labels != 255].max()) < data.num_classes
+
+
+def test_train_and_val_never_share_an_image(tmp_path):
+    root = _folder(tmp_path)
+    (root / "val.txt").write_text("im0\nim1\n")  # only val listed: train is every other id, not 4 of each 5
+    train, val = (load_data("folder", split, root=str(root), size=32) for split in ("train", "val"))
+    assert val.ids == ["im0", "im1"] and train.ids == ["im2", "im3", "im4"]
+    (root / "train.txt").write_text("im1\nim2\n")
+    for split in ("train", "val"):
+        with pytest.raises(HarnessError, match="both list 1 id.*'im1'.*must not be a training image"):
+            load_data("folder", split, root=str(root), size=32)
+
+
+@pytest.mark.parametrize("name", ["val.txt", "classes.txt"])
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "broken link"])
+def test_a_list_file_that_is_not_a_regular_file_is_refused_not_ignored(tmp_path, name, kind):
+    root = _folder(tmp_path)
+    path = root / name
+    path.unlink(missing_ok=True)
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero" if kind == "device" else root / "gone")
+    with pytest.raises(HarnessError, match="is not a regular file") as caught:
+        load_data("folder", "val", root=str(root), size=32)
+    assert str(path) in str(caught.value)
+
+
+def test_an_image_too_long_and_thin_to_scale_is_refused_before_it_is_resized(tmp_path):
+    root = _folder(tmp_path, size=(40, 30))
+    _save_array(root / IMAGE, np.zeros((2, 100_000, 3), np.uint8))  # 256 px high: 12.8 G pixels
+    _save_array(root / MASK, np.zeros((2, 100_000), np.uint8))
+    with pytest.raises(HarnessError, match="crop it to a less extreme aspect ratio") as caught:
+        load_data("folder", "val", root=str(root), size=256)
+    assert str(root / IMAGE) in str(caught.value)
