@@ -70,8 +70,8 @@ def create_engine(name: str, model: SegmentationModel, source: Mapping[str, Any]
       into the TensorRT profile;
     - ``calibration``: training images, required for int8 (calibrates the QDQ graph);
     - ``max_batch``: the largest batch the engine runs at once (larger inputs are split);
-    - ``threads``: ONNX Runtime's CPU threads (default: torch's process-wide count, which
-      ``harness.threads.set_threads`` chooses: ``--threads``, then OMP_NUM_THREADS, then the idle cores).
+    - ``threads``: ONNX Runtime's CPU threads (default ``harness.threads.onnx_runtime_threads()``: the
+      suite's ``threads`` or OMP_NUM_THREADS when given, else every usable core).
 
     Raises HarnessError (one line) when the engine cannot run here or an export fails.
     """

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from engines.availability import require
@@ -15,6 +14,7 @@ from engines.base import Engine, EngineInfo
 from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of
 from harness.errors import HarnessError
 from harness.fileio import sha256_file
+from harness.threads import onnx_runtime_threads
 
 # onnxruntime's Python errors derive from Exception directly; these are the ones a bad model or input raises.
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
@@ -63,8 +63,8 @@ class OrtEngine(Engine):
         self._sha256 = sha256_file(self.path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU provider warns about fp16 nodes it casts
-        # The process's torch thread count, which harness.threads.set_threads chose: one policy for both pools.
-        options.intra_op_num_threads = self._threads or torch.get_num_threads()
+        # harness.threads decides for both pools: a requested count, else every usable core for this one.
+        options.intra_op_num_threads = self._threads or onnx_runtime_threads()
         # Idle worker threads would busy-wait between runs and starve torch or other engines on the same cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [_PROVIDERS[self._device]] + (["CPUExecutionProvider"] if self._device == "cuda" else [])

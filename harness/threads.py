@@ -15,8 +15,8 @@ the collapse (``benchmarks/threads_under_load.py`` measures both).
 
 The count is chosen once, when a command starts, and recorded in its results (``environment.threads``):
 a count that followed the load mid-run would make the run's numbers unrepeatable. ONNX Runtime sessions
-take the process's torch thread count
-(``torch.get_num_threads()``) when they open, unless given their own, so one number governs both.
+take :func:`onnx_runtime_threads` when they open, unless given their own: the requested count, else every
+usable core (their pool does not spin, so it does not collapse beside neighbours as OpenMP's does).
 """
 
 from __future__ import annotations
@@ -147,6 +147,23 @@ def choose_threads(requested: int | None = None, window_s: float = IDLE_WINDOW_S
     return load_aware_threads(window_s)
 
 
+_APPLIED: list[ThreadChoice] = []  # what set_threads applied last (at most one entry), for onnx_runtime_threads
+
+
+def onnx_runtime_threads() -> int:
+    """ONNX Runtime's intra-op threads: the count :func:`set_threads` applied when it came from a request or
+    OMP_NUM_THREADS; otherwise (load-aware, or set_threads never called) every usable core.
+
+    Why not torch's load-aware count: ORT's pool runs with spinning off, so a thread that a neighbour delays
+    costs only its own share of the work, not a stall of every thread at a barrier. Measured beside 0, 1 and 2
+    busy neighbours (benchmarks/threads_under_load.py), all cores was the best or within 1.06x of it, and one
+    thread up to 1.35x slower.
+    """
+    if _APPLIED and _APPLIED[0].source != "load-aware":
+        return _APPLIED[0].threads
+    return usable_cores()
+
+
 def set_threads(requested: int | None = None) -> ThreadChoice:
     """Apply :func:`choose_threads` to PyTorch's intra-op pool (process-wide; ONNX Runtime follows it).
 
@@ -158,4 +175,5 @@ def set_threads(requested: int | None = None) -> ThreadChoice:
     choice = choose_threads(requested)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
+    _APPLIED[:] = [choice]
     return choice

@@ -180,14 +180,23 @@ def _tiny_onnx(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
 
 
-@pytest.mark.parametrize(("torch_count", "given", "expected"), [(1, None, 1), (2, None, 2), (2, 1, 1), (1, 3, 3)])
-def test_onnx_runtime_follows_torchs_thread_count_unless_given_its_own(tmp_path, torch_threads, torch_count,
-                                                                       given, expected):
+@pytest.mark.parametrize(("env", "requested", "given", "expected"), [
+    (None, None, None, "cores"),  # load-aware for torch; every usable core for ONNX Runtime's non-spinning pool
+    ("1", None, None, 1), ("3", None, None, 3),  # OMP_NUM_THREADS governs both pools
+    (None, 2, None, 2), ("1", 3, None, 3),  # so does a request (the suite's threads)
+    ("1", None, 2, 2), (None, 1, 3, 3),  # an engine's own threads win
+])
+def test_onnx_runtime_threads_follow_a_request_else_use_every_usable_core(monkeypatch, tmp_path, torch_threads,
+                                                                           env, requested, given, expected):
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    set_threads(requested)
     _tiny_onnx(tmp_path / "tiny.onnx")
-    torch.set_num_threads(torch_count)
     with OrtEngine(tmp_path / "tiny.onnx", threads=given) as engine:
         options = engine._session.get_session_options()
-        assert options.intra_op_num_threads == expected
+        assert options.intra_op_num_threads == (usable_cores() if expected == "cores" else expected)
 
 
 def test_a_bad_omp_num_threads_stops_a_command_with_one_line(monkeypatch, run_cli):
