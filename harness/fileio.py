@@ -306,26 +306,40 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def read_json(path: str | os.PathLike, what: str = "") -> Any:
-    """The JSON document in ``path``; a one-line HarnessError, prefixed with ``what`` (e.g. "results file "),
-    when it is missing, unreadable or not JSON (a truncated write, say)."""
-    if os.path.exists(path) and not os.path.isfile(path):  # a directory, or a FIFO that would block for ever
+def read_text(path: str | os.PathLike, max_bytes: int, what: str = "", kind: str = "text") -> str:
+    """The UTF-8 text of regular file ``path`` (a leading byte-order mark dropped), read bounded: a one-line
+    HarnessError, prefixed with ``what`` (e.g. "suite file "), when it is missing, not a regular file (a FIFO
+    would block, a device never end), unreadable, larger than ``max_bytes`` or not UTF-8. ``kind`` names
+    what the file should be in the size message."""
+    if os.path.exists(path) and not os.path.isfile(path):
         raise HarnessError(f"{what}{path} is not a regular file")
     try:
-        with open(path, "rb") as f:  # bounded: a huge (or sparse) file is not read into memory
-            too_large = os.fstat(f.fileno()).st_size > MAX_JSON_BYTES
-            raw = b"" if too_large else f.read(MAX_JSON_BYTES + 1)
-        if too_large or len(raw) > MAX_JSON_BYTES:
-            raise HarnessError(f"{what}{path} is larger than {MAX_JSON_BYTES >> 20} MiB, more than any file the "
-                               "harness writes")
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+        with open(path, "rb") as f:  # a huge (or sparse) file is not read into memory
+            too_large = os.fstat(f.fileno()).st_size > max_bytes
+            raw = b"" if too_large else f.read(max_bytes + 1)
     except FileNotFoundError:
         raise HarnessError(f"{what}{path} does not exist") from None
     except OSError as e:
         raise HarnessError(f"{what}{path} cannot be read ({e.strerror or e})") from None
+    if too_large or len(raw) > max_bytes:
+        size = f"{max_bytes >> 20} MiB" if max_bytes >= 1 << 20 else f"{max_bytes} bytes"
+        raise HarnessError(f"{what}{path} is larger than {size}; it should be {kind}")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{what}{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                           "save it as UTF-8") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """The JSON document in ``path``; a one-line HarnessError, prefixed with ``what`` (e.g. "results file "),
+    when it is missing, unreadable, too large (:func:`read_text`) or not JSON (a truncated write, say)."""
+    text = read_text(path, MAX_JSON_BYTES, what, "a file the harness writes")
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
     except RecursionError:
         raise HarnessError(f"{what}{path} is not a harness file: its JSON is nested too deeply to read") from None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+    except ValueError as e:  # JSONDecodeError, an integer of more than 4300 digits, a repeated key
         raise HarnessError(f"{what}{path} is not valid JSON ({e}); re-run to regenerate it") from None
 
 

@@ -24,6 +24,7 @@ from harness.attacks.oracle import ORACLES
 from harness.attacks.square import INITS, MIN_EPS
 from harness.data import DATA_SOURCES
 from harness.errors import HarnessError, error_line
+from harness.fileio import read_text
 from harness.limits import (
     MAX_BATCH,
     MAX_EPOCHS,
@@ -185,23 +186,7 @@ def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:
     """Read and validate the suite file at ``path`` (None: the built-in default)."""
     builtin = path is None
     path = default_suite_path() if path is None else Path(path)
-    if path.exists() and not path.is_file():  # a directory, or a FIFO or device that would block or never end
-        raise HarnessError(f"suite file {path} is not a regular file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SUITE_BYTES + 1)
-    except FileNotFoundError:
-        raise HarnessError(f"suite file {path} does not exist") from None
-    except OSError as e:
-        raise HarnessError(f"suite file {path} cannot be read ({e.strerror or e})") from None
-    if len(raw) > MAX_SUITE_BYTES:
-        raise HarnessError(f"suite file {path} is larger than {MAX_SUITE_BYTES >> 20} MiB; a suite file is a short "
-                           "TOML text")
-    try:
-        text = raw.decode("utf-8-sig")  # TOML is UTF-8; editors may put a byte-order mark first
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"suite file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                           "save it as UTF-8") from None
+    text = read_text(path, MAX_SUITE_BYTES, "suite file ", "a short TOML text")
     return parse_suite(text, path.name, "built-in default" if builtin else str(path))
 
 

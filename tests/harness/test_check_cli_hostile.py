@@ -89,7 +89,7 @@ def test_a_record_off_the_schema_is_one_line_exit_2(tmp_path, capsys, which, cha
     (json.dumps(document([{"model": "m"}])), "record 0 lacks engine, precision"),
     (json.dumps([record()]), "not a harness results document"),
     ("", "is not valid JSON"),
-    ("\xff\xfe", "is not valid JSON"),
+    ("\xff\xfe", "is not UTF-8 text"),
 ])
 @pytest.mark.parametrize("which", ["results", "baseline"])
 def test_a_document_off_the_schema_is_one_line_exit_2(tmp_path, capsys, which, text, message):
