@@ -12,7 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from engines.availability import require
 from engines.base import Engine, EngineInfo
 from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.fileio import sha256_file
 from harness.threads import onnx_runtime_threads
 
@@ -21,11 +21,6 @@ _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph
                ort_state.NoSuchFile, ort_state.NoModel, ort_state.NotImplemented, ort_state.RuntimeException,
                ort_state.EPFail)
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class OrtEngine(Engine):
@@ -71,7 +66,7 @@ class OrtEngine(Engine):
         try:
             session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=providers)
         except _ORT_ERRORS as e:
-            raise HarnessError(f"ONNX Runtime cannot load {self.path}: {_first_line(e)}") from None
+            raise HarnessError(f"ONNX Runtime cannot load {self.path}: {error_line(e)}") from None
         # onnxruntime falls back to the CPU silently when the CUDA libraries do not load.
         if session.get_providers()[0] != _PROVIDERS[self._device]:
             raise HarnessError(f"ONNX Runtime could not start {_PROVIDERS[self._device]} for {self.path} "
@@ -93,4 +88,4 @@ class OrtEngine(Engine):
         try:
             return self._session.run([self._names[1]], {self._names[0]: batch})[0]
         except _ORT_ERRORS as e:
-            raise HarnessError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {_first_line(e)}") from None
+            raise HarnessError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {error_line(e)}") from None

@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 from google.protobuf.message import DecodeError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.fileio import atomic_path
 
 INPUT_NAME = "images"
@@ -24,11 +24,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 _ONNX_ERRORS = (DecodeError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError,
                 OSError, ValueError, RuntimeError)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
@@ -44,13 +39,13 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except _ONNX_ERRORS as e:
-        raise HarnessError(f"{path} is not a readable ONNX model (corrupt or truncated?): {_first_line(e)}") from None
+        raise HarnessError(f"{path} is not a readable ONNX model (corrupt or truncated?): {error_line(e)}") from None
     if not model.graph.node:
         raise HarnessError(f"{path} is not a readable ONNX model (corrupt or truncated?): its graph is empty")
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except _ONNX_ERRORS as e:
-        raise HarnessError(f"{path} fails the ONNX checker (corrupt or truncated?): {_first_line(e)}") from None
+        raise HarnessError(f"{path} fails the ONNX checker (corrupt or truncated?): {error_line(e)}") from None
     check_io(model, str(path))
     return model
 
@@ -136,4 +131,4 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except _ONNX_ERRORS as e:
-            raise HarnessError(f"the exported graph for {path} fails the ONNX checker: {_first_line(e)}") from None
+            raise HarnessError(f"the exported graph for {path} fails the ONNX checker: {error_line(e)}") from None
