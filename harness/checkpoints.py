@@ -199,13 +199,20 @@ def identity_problem(meta: dict[str, Any], model_name: str, size: str, class_nam
     return None
 
 
+def load_cached_checkpoint(path: str | os.PathLike, model_name: str, size: str, class_names: list[str]
+                           ) -> tuple[tuple[SegmentationModel, dict[str, Any]] | None, str | None]:
+    """``(load_checkpoint(path), None)`` when the checkpoint at ``path`` can stand in for training
+    ``model_name`` at ``size`` on data with ``class_names``; else ``(None, why)``: unreadable, truncated,
+    non-finite, or another model."""
+    try:
+        model, meta = load_checkpoint(path)
+    except HarnessError as e:
+        return None, str(e)
+    problem = identity_problem(meta, model_name, size, class_names)
+    return ((model, meta), None) if problem is None else (None, f"checkpoint {path} {problem}")
+
+
 def cached_checkpoint_problem(path: str | os.PathLike, model_name: str, size: str,
                               class_names: list[str]) -> str | None:
-    """Why the checkpoint at ``path`` cannot stand in for training ``model_name`` at ``size`` on data with
-    ``class_names`` (unreadable, truncated, non-finite, or another model), or None when it can."""
-    try:
-        _, meta = load_checkpoint(path)
-    except HarnessError as e:
-        return str(e)
-    problem = identity_problem(meta, model_name, size, class_names)
-    return None if problem is None else f"checkpoint {path} {problem}"
+    """Why the checkpoint at ``path`` cannot stand in for the training (:func:`load_cached_checkpoint`), or None."""
+    return load_cached_checkpoint(path, model_name, size, class_names)[1]

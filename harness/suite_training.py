@@ -15,7 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.checkpoints import cached_checkpoint_problem, default_checkpoint_path, load_checkpoint
+from harness.checkpoints import (
+    cached_checkpoint_problem,
+    default_checkpoint_path,
+    load_cached_checkpoint,
+    load_checkpoint,
+)
 from harness.commands.train import DEFAULT_SCHEDULE
 from harness.data import SegmentationData, data_key
 from harness.fileio import sha256_file
@@ -59,10 +64,12 @@ def ensure_models(spec: ModelsSpec, train_data: SegmentationData, val_data: Segm
     loaded = {}
     for name in spec.names:
         path = checkpoint_path(name, spec, train_data)
-        if cached_checkpoint_problem(path, name, spec.size, train_data.class_names) is not None:
+        cached, problem = load_cached_checkpoint(path, name, spec.size, train_data.class_names)
+        if problem is not None:
             config = train_config(name, spec)
             step = None if on_step is None else (lambda report, n=name, c=config: on_step(n, c, report))
             train_and_save(name, spec.size, train_data, val_data, config, path, on_step=step)
-        model, meta = load_checkpoint(path)
+            cached = load_checkpoint(path)
+        model, meta = cached
         loaded[name] = (model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)})
     return loaded

@@ -115,14 +115,6 @@ def _positive(value: Any, where: str) -> float:
     return schema.number(value, where, positive=True)
 
 
-def _non_negative(value: Any, where: str) -> float:
-    return schema.number(value, where, minimum=0)
-
-
-def _count(value: Any, where: str) -> int:
-    return schema.integer(value, where, minimum=1)
-
-
 def _boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         schema.fail(where, "true or false", value)
@@ -132,7 +124,7 @@ def _boolean(value: Any, where: str) -> bool:
 OPTIONAL_STRINGS = ("size", "source_model", "source_engine", "device", "weights_sha256")
 
 # The attack parameters the harness writes; any other name must be a JSON scalar.
-PARAM_CHECKS = {"eps": _positive, "alpha": _non_negative, "decay": _non_negative, "p_init": _positive,
-                "steps": _count, "queries": _count, "n_queries": _count, "seed": schema.integer,
+PARAM_CHECKS = {"eps": _positive, "alpha": schema.non_negative, "decay": schema.non_negative, "p_init": _positive,
+                "steps": schema.count, "queries": schema.count, "n_queries": schema.count, "seed": schema.integer,
                 "curve_every": schema.integer, "init": schema.string, "loss": schema.string,
                 "random_start": _boolean}

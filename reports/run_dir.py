@@ -96,16 +96,17 @@ def validate_suite(doc: Any, where: str) -> dict[str, Any]:
     if "data" in config:
         data = schema.mapping(config["data"], f"{where}: suite.data")
         _maybe(data, "source", f"{where}: suite.data", _path)
-        _maybe(data, "image_size", f"{where}: suite.data", schema.optional(_count))
+        _maybe(data, "image_size", f"{where}: suite.data", schema.optional(schema.count))
         _maybe(data, "seed", f"{where}: suite.data", schema.integer)
     if "check" in config:
         check = schema.mapping(config["check"], f"{where}: suite.check")
-        _maybe(check, "tolerance", f"{where}: suite.check", _points)
-        _maybe(check, "attack_tolerance", f"{where}: suite.check", lambda v, w: schema.values(v, w, _points))
+        _maybe(check, "tolerance", f"{where}: suite.check", schema.non_negative)
+        _maybe(check, "attack_tolerance", f"{where}: suite.check",
+               lambda v, w: schema.values(v, w, schema.non_negative))
     for name in ("harness_version", "created"):
         _maybe(doc, name, where, schema.string)
-    _maybe(doc, "seconds", where, _seconds)
-    _maybe(doc, "phases", where, lambda v, w: schema.values(v, w, _seconds))
+    _maybe(doc, "seconds", where, schema.non_negative)
+    _maybe(doc, "phases", where, lambda v, w: schema.values(v, w, schema.non_negative))
     _maybe(doc, "trained", where, lambda v, w: schema.items(v, w, schema.string))
     _maybe(doc, "models", where, lambda v, w: schema.values(v, w, _model_entry))
     return doc
@@ -118,9 +119,9 @@ def _model_entry(value: Any, where: str) -> dict[str, Any]:
     _maybe(entry, "checkpoint", where, schema.optional(_path))
     train = _maybe(entry, "train", where, schema.optional(schema.mapping))
     if train:
-        _maybe(train, "epochs", f"{where}.train", _count)
-        _maybe(train, "lr", f"{where}.train", _seconds)
-        _maybe(train, "seconds", f"{where}.train", _seconds)
+        _maybe(train, "epochs", f"{where}.train", schema.count)
+        _maybe(train, "lr", f"{where}.train", schema.non_negative)
+        _maybe(train, "seconds", f"{where}.train", schema.non_negative)
     metrics = _maybe(entry, "val_metrics", where, schema.optional(schema.mapping))
     if metrics:
         for name in ("pixel_accuracy", "mean_iou"):
@@ -133,7 +134,7 @@ def validate_sweep(doc: Any, where: str) -> dict[str, Any]:
     ``steps`` (Figure 3's x axis)."""
     doc = schema.mapping(doc, where)
     schema.number(schema.field(doc, "eps", where), f"{where}: eps", positive=True)
-    _count(schema.field(doc, "n_images", where), f"{where}: n_images")
+    schema.count(schema.field(doc, "n_images", where), f"{where}: n_images")
     records = schema.items(schema.field(doc, "records", where), f"{where}: records", validate_record)
     for i, record in enumerate(records):
         if record["attack"] == "pgd" and "steps" not in record["params"]:
@@ -154,7 +155,7 @@ def _curve_document(value: Any, w: str) -> dict[str, Any]:
     engine = schema.mapping(schema.field(doc, "engine", w), f"{w}.engine")
     for name in ("name", "precision"):
         _name(schema.field(engine, name, f"{w}.engine"), f"{w}.engine.{name}")
-    _count(schema.field(doc, "n_images", w), f"{w}.n_images")
+    schema.count(schema.field(doc, "n_images", w), f"{w}.n_images")
     schema.optional(schema.fraction)(doc.get("clean_pixel_accuracy"), f"{w}.clean_pixel_accuracy")
     schema.items(schema.field(doc, "curves", w), f"{w}.curves", _curve)
     return doc
@@ -251,18 +252,6 @@ def _optional(path: Path, validate: Any) -> Any:
 def _maybe(doc: dict[str, Any], key: str, where: str, check: Any) -> Any:
     """``check(doc[key], f"{where}.{key}")`` when ``doc`` has ``key``; None otherwise."""
     return check(doc[key], f"{where}.{key}") if key in doc else None
-
-
-def _count(value: Any, where: str) -> int:
-    return schema.integer(value, where, minimum=1)
-
-
-def _seconds(value: Any, where: str) -> float:
-    return schema.number(value, where, minimum=0)
-
-
-def _points(value: Any, where: str) -> float:
-    return schema.number(value, where, minimum=0)
 
 
 def _path(value: Any, where: str) -> str:

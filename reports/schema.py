@@ -77,6 +77,16 @@ def integer(value: Any, where: str, minimum: int = 0) -> int:
     return value
 
 
+def count(value: Any, where: str) -> int:
+    """An integer >= 1 (images, steps, queries, epochs)."""
+    return integer(value, where, minimum=1)
+
+
+def non_negative(value: Any, where: str) -> float:
+    """A finite number >= 0 (seconds, tolerances in points, step sizes)."""
+    return number(value, where, minimum=0)
+
+
 def string(value: Any, where: str, empty: bool = False, max_length: int = NAME_LENGTH) -> str:
     """A string of at most ``max_length`` characters; non-empty unless ``empty``."""
     if not isinstance(value, str) or (not empty and not value):

@@ -65,8 +65,6 @@ def float_in(minimum: float, maximum: float, open_min: bool = False, open_max: b
     return parse
 
 
-# A count with no tighter documented bound (prefer int_in with one of harness.limits).
-positive_int = int_in(1, 2**31 - 1)
 # Seeds of numpy's and torch's generators: numpy's legacy limit, 0 <= seed < 2**32.
 seed_int = int_in(0, MAX_SEED)
 # The L-infinity radius and step sizes on the 0-255 pixel scale.

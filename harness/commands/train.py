@@ -57,8 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.lr is not None and args.lr <= 0:
-        raise HarnessError("--lr must be > 0")
     if args.all and args.out:
         raise HarnessError("--out names one checkpoint; use it with --model, not --all")
     check_outputs({"--out": args.out})
