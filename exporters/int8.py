@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from exporters.onnx_file import INPUT_NAME, load_onnx, read_metadata, save_onnx, write_metadata
 from harness.data.base import SegmentationData
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.fileio import scratch_dir, sha256_file
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -100,7 +100,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
     except HarnessError:
         raise
     except Exception as e:  # onnxruntime raises many types; keep the one-line contract
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = error_line(e)
         raise HarnessError(f"int8 quantisation of {src} failed: {first}") from None
     finally:
         quant_logger.setLevel(level)

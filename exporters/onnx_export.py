@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from exporters.onnx_file import INPUT_NAME, OUTPUT_NAME, save_onnx, write_metadata
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.models.normalize import SegmentationModel
 
 DEFAULT_OPSET = 18
@@ -115,7 +115,7 @@ def exported_graph(net: torch.nn.Module, opset: int, sample_size: tuple[int, int
                                         opset_version=opset, dynamo=True, dynamic_shapes=dynamic,
                                         external_data=False)
     except Exception as e:  # the exporter raises many types; report its first line, not a traceback
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = error_line(e)
         raise HarnessError(f"torch.onnx.export failed for {label}: {first}") from None
     produced = graph_opset(program.model_proto)
     if produced != opset:

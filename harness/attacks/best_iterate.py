@@ -12,13 +12,12 @@ from torch import nn
 
 from harness.attacks.base import input_gradient
 from harness.attacks.gradient import forward, loss_and_gradient
-from harness.attacks.losses import ce
-from harness.data.base import IGNORE_INDEX
+from harness.attacks.losses import ce, correct_mask
 
 
 def correct_pixels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """int64 (N,): labelled pixels (label != 255) whose predicted class (argmax over K) is the label."""
-    return ((logits.detach().argmax(1) == labels) & (labels != IGNORE_INDEX)).flatten(1).sum(1)
+    return correct_mask(logits, labels).flatten(1).sum(1)
 
 
 class BestIterate:
