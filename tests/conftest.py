@@ -7,10 +7,13 @@ The session cache (``HARNESS_CACHE``) holds the synthetic data and the checkpoin
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +115,25 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[i
         return code, out, err
 
     return run
+
+
+def npz_arrays(path: os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``, by name."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def forge_npy_header(path: os.PathLike, name: str, shape: tuple[int, ...], descr: str = "<f4") -> None:
+    """Rewrite the .npz at ``path`` with its member ``name`` replaced by a header that claims ``shape`` over a
+    few bytes of data (numpy would allocate the claimed size first); the other members stay as they were."""
+    arrays = npz_arrays(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, array in arrays.items():
+            buffer = io.BytesIO()
+            if member == name:
+                np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False,
+                                                              "shape": shape})
+                buffer.write(b"\0" * 64)
+            else:
+                np.lib.format.write_array(buffer, array)
+            archive.writestr(f"{member}.npy", buffer.getvalue())

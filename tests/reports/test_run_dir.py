@@ -1,17 +1,17 @@
 """``report`` validates a run directory as ``check`` validates results: one line, exit 2, nothing written."""
 
-import io
 import json
 import math
 import os
 import re
-import zipfile
 
 import numpy as np
 import pytest
 
 from harness.cli import main
 from reports.run_dir import load_run
+
+from ..conftest import forge_npy_header, npz_arrays
 
 
 def edit_json(path, change):
@@ -39,8 +39,7 @@ def edit_examples_meta(**changes):
 def edit_arrays(**changes):
     def edit(run):
         path = run / "data" / "examples.npz"
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = npz_arrays(path)
         for name, change in changes.items():
             arrays[name] = change(arrays[name])
         with open(path, "wb") as f:
@@ -48,25 +47,9 @@ def edit_arrays(**changes):
     return edit
 
 
-def forged_header(path):
-    """An examples.npz whose clean.npy header claims 10**12 floats over a few bytes of data."""
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            if name == "clean":
-                np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
-                                                              "shape": (10**12,)})
-                buffer.write(b"\0" * 64)
-            else:
-                np.lib.format.write_array(buffer, array)
-            archive.writestr(f"{name}.npy", buffer.getvalue())
-
-
 def drop_array(path, name):
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files if k != name}
+    arrays = npz_arrays(path)
+    del arrays[name]
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -150,7 +133,8 @@ DAMAGE = [
     (lambda run: (run / "data" / "examples.npz").unlink(), "examples.npz does not exist or is not a regular file"),
     (lambda run: ((run / "data" / "examples.npz").unlink(), os.mkfifo(run / "data" / "examples.npz")),
      "examples.npz does not exist or is not a regular file"),
-    (lambda run: forged_header(run / "data" / "examples.npz"), r"clean claims shape \(1000000000000,\)"),
+    (lambda run: forge_npy_header(run / "data" / "examples.npz", "clean", (10**12,)),
+     r"clean claims shape \(1000000000000,\)"),
     (lambda run: drop_array(run / "data" / "examples.npz", "labels"), "examples.npz lacks the array 'labels'"),
     (edit_arrays(clean=lambda a: a[:, :2]), "clean must be float32 \\(N, 3, H, W\\)"),
     (edit_arrays(clean=lambda a: a.astype(np.float64)), "clean must be float32"),

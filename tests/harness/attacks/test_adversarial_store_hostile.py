@@ -1,14 +1,14 @@
 """Damaged and forged adversarial example files are one HarnessError, never a traceback or a huge allocation."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
 
 from harness.attacks.store import images_sha256, load_adversarial, save_adversarial
 from harness.errors import HarnessError
+
+from ...conftest import forge_npy_header, npz_arrays
 
 
 def saved(tmp_path):
@@ -20,8 +20,7 @@ def saved(tmp_path):
 
 def rewrite(path, **changes):
     """Rewrite the file with some arrays replaced; the provenance hash follows the new images."""
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = npz_arrays(path)
     arrays.update(changes)
     if "images" in changes and changes["images"].dtype == np.float32:
         provenance = json.loads(str(arrays["provenance"]))
@@ -31,26 +30,11 @@ def rewrite(path, **changes):
         np.savez(f, **arrays)
 
 
-def forge_header(path):
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            if name == "images":
-                np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
-                                                              "shape": (10**6, 3, 512, 512)})
-                buffer.write(b"\0" * 16)
-            else:
-                np.lib.format.write_array(buffer, array)
-            archive.writestr(f"{name}.npy", buffer.getvalue())
-
-
 @pytest.mark.parametrize("damage, message", [
     (lambda p: p.write_bytes(b""), "cannot be read"),
     (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "cannot be read"),
     (lambda p: p.write_bytes(p.read_bytes()[:-30]), "cannot be read"),
-    (forge_header, r"images claims shape \(1000000, 3, 512, 512\)"),
+    (lambda p: forge_npy_header(p, "images", (10**6, 3, 512, 512)), r"images claims shape \(1000000, 3, 512, 512\)"),
     (lambda p: rewrite(p, provenance=np.array("[" * 100_000)), "RecursionError"),
     (lambda p: rewrite(p, provenance=np.array(["a", "b"])), "not a readable"),
     (lambda p: rewrite(p, ids=np.array("x")), "not a readable"),

@@ -1,6 +1,5 @@
 """The synthetic data cache: verified by content on every load; a damaged file is regenerated with a note."""
 
-import io
 import zipfile
 
 import numpy as np
@@ -9,23 +8,12 @@ import pytest
 from harness.data import arrays_digest, load_data
 from harness.data.synthetic import generate
 
+from ...conftest import forge_npy_header, npz_arrays
+
 
 def _cache_file(cache):
     (path,) = (cache / "data").glob("synthetic-*-val-32px-*.npz")
     return path
-
-
-def _forged_header(path, arrays):
-    """A cache file whose images.npy header claims far more pixels than it holds (numpy would allocate them)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": (10**6, 256, 256, 3)})
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("images.npy", header.getvalue() + b"\x00" * 64)
-        for name in ("labels", "sha256"):
-            buffer = io.BytesIO()
-            np.save(buffer, arrays[name])
-            z.writestr(f"{name}.npy", buffer.getvalue())
 
 
 def _rewrite(path, **arrays):
@@ -40,11 +28,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _valid(path):
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 DAMAGE = {
     "empty": lambda p, a: p.write_bytes(b""),
     "truncated": lambda p, a: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
@@ -57,7 +40,7 @@ DAMAGE = {
     "no digest (older format)": lambda p, a: _rewrite(p, images=a["images"], labels=a["labels"]),
     "wrong shapes": lambda p, a: _rewrite(p, images=a["images"][:3], labels=a["labels"][:3],
                                           sha256=np.array(arrays_digest(a["images"][:3], a["labels"][:3]))),
-    "a header claiming 196 GB": lambda p, a: _forged_header(p, a),
+    "a header claiming 196 GB": lambda p, a: forge_npy_header(p, "images", (10**6, 256, 256, 3), "|u1"),
     "a pickle inside": lambda p, a: _rewrite(p, images=np.array([object()]), labels=a["labels"], sha256=a["sha256"]),
 }
 
@@ -65,7 +48,7 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
 def test_a_damaged_cache_file_is_regenerated_with_a_note(cache, capsys, damage):
     path = _cache_file(cache)
-    damage(path, _valid(path))
+    damage(path, npz_arrays(path))
     capsys.readouterr()
     data = load_data("synthetic", "val", size=32)
     expected = generate("val", 200, size=32)
@@ -78,7 +61,7 @@ def test_a_damaged_cache_file_is_regenerated_with_a_note(cache, capsys, damage):
 
 
 def test_an_intact_cache_is_used_and_stores_its_digest(cache, capsys):
-    stored = _valid(_cache_file(cache))
+    stored = npz_arrays(_cache_file(cache))
     assert str(stored["sha256"]) == arrays_digest(stored["images"], stored["labels"])
     assert load_data("synthetic", "val", size=32).labels.shape == (200, 32, 32)
     assert capsys.readouterr().err == ""
