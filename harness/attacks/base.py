@@ -143,11 +143,22 @@ class Attack(ABC):
 
 class IterativeAttack(Attack):
     """An attack of ``steps`` iterations (an integer >= 1): ``iterations`` is ``steps`` and the label
-    ``NAME-STEPS``, the column reports build from a record's attack name and steps (``pgd-20``)."""
+    ``NAME-STEPS``, the column reports build from a record's attack name and steps (``pgd-20``).
 
-    def __init__(self, eps: float = 8.0, steps: int = 20) -> None:
+    ``keep_best`` (for the subclasses that offer it): return, per image, the iterate with the fewest correct
+    pixels instead of the last; the attack is then named ``NAME-best`` (so its column is ``NAME-best-STEPS``,
+    never the plain attack's) and its params say ``keep_best: true``.
+    """
+
+    def __init__(self, eps: float = 8.0, steps: int = 20, keep_best: bool = False) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
+        self.keep_best = bool(keep_best)
+        if self.keep_best:
+            self.name = f"{self.name}-best"
+
+    def _with_keep_best(self, params: dict[str, Any]) -> dict[str, Any]:
+        return params | ({"keep_best": True} if self.keep_best else {})
 
     @property
     def iterations(self) -> int:

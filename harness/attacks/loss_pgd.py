@@ -24,15 +24,12 @@ class LossPGD(IterativeAttack):
 
     def __init__(self, eps: float = 8.0, steps: int = 20, alpha: float | None = None,
                  keep_best: bool = False) -> None:
-        super().__init__(eps, steps)
+        super().__init__(eps, steps, keep_best)
         self.alpha = default_pgd_alpha(self.eps) if alpha is None else check_alpha(alpha)
-        self.keep_best = bool(keep_best)
-        if self.keep_best:
-            self.name = f"{self.name}-best"
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "alpha": self.alpha}
-        return params | ({"keep_best": True} if self.keep_best else {})
+        return self._with_keep_best(params)
 
     @abstractmethod
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:

@@ -25,10 +25,7 @@ class MIFGSM(IterativeAttack):
 
     def __init__(self, eps: float = 8.0, steps: int = 20, decay: float = 1.0, alpha: float | None = None,
                  keep_best: bool = False) -> None:
-        super().__init__(eps, steps)
-        self.keep_best = bool(keep_best)
-        if self.keep_best:  # a record's attack name: reports name its column NAME-STEPS
-            self.name = "mifgsm-best"
+        super().__init__(eps, steps, keep_best)
         if not 0 <= decay < float("inf"):
             raise HarnessError(f"decay {decay} must be a finite number >= 0")
         self.decay = float(decay)
@@ -36,7 +33,7 @@ class MIFGSM(IterativeAttack):
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "decay": self.decay, "alpha": self.alpha}
-        return params | ({"keep_best": True} if self.keep_best else {})
+        return self._with_keep_best(params)
 
     def _perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:

@@ -33,16 +33,13 @@ class PGD(IterativeAttack):
 
     def __init__(self, eps: float = 8.0, steps: int = 20, alpha: float | None = None,
                  random_start: bool = True, keep_best: bool = False) -> None:
-        super().__init__(eps, steps)
-        self.keep_best = bool(keep_best)
-        if self.keep_best:  # a record's attack name: reports name its column NAME-STEPS
-            self.name = "pgd-best"
+        super().__init__(eps, steps, keep_best)
         self.alpha = default_pgd_alpha(self.eps) if alpha is None else check_alpha(alpha)
         self.random_start = random_start
 
     def params(self) -> dict[str, Any]:
         params = {"eps": self.eps, "steps": self.steps, "alpha": self.alpha, "random_start": self.random_start}
-        return params | ({"keep_best": True} if self.keep_best else {})
+        return self._with_keep_best(params)
 
     def _perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
