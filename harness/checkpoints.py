@@ -42,16 +42,22 @@ def default_checkpoint_path(model_name: str, size: str, data_key: str) -> Path:
     return cache_dir() / "checkpoints" / f"{model_name}--{size}--{data_key}.safetensors"
 
 
-def _is_number(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool (JSON's true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fraction(value: Any) -> bool:
-    return _is_number(value) and 0.0 <= value <= 1.0
+    return is_finite_number(value) and 0.0 <= value <= 1.0
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_integer(value) and value >= 0
 
 
 def _shown(value: Any) -> str:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.checkpoints import save_checkpoint
+from harness.checkpoints import is_finite_number, is_integer, save_checkpoint
 from harness.data import data_key
 from harness.data.base import IGNORE_INDEX, SegmentationData
 from harness.errors import HarnessError
@@ -38,13 +38,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, top in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH)):
             value = getattr(self, name)
-            if not _is_int(value) or not 1 <= value <= top:
+            if not is_integer(value) or not 1 <= value <= top:
                 raise HarnessError(f"training {name} must be an integer from 1 to {top}, got {value!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+        if not is_integer(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise HarnessError(f"training seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
-        if not _is_real(self.lr) or not 0 < self.lr < MAX_LR:
+        if not is_finite_number(self.lr) or not 0 < self.lr < MAX_LR:
             raise HarnessError(f"learning rate must be a finite number in (0, {MAX_LR:g}), got {self.lr!r}")
-        if not _is_real(self.weight_decay) or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY:
+        if not is_finite_number(self.weight_decay) or not 0 <= self.weight_decay <= MAX_WEIGHT_DECAY:
             raise HarnessError(f"weight decay must be a finite number in [0, {MAX_WEIGHT_DECAY:g}], "
                                f"got {self.weight_decay!r}")
 
@@ -52,14 +52,6 @@ class TrainConfig:
 # The CLI's bound on --lr (AdamW's peak rate; useful ones are around 1e-3) and a generous one on weight decay.
 MAX_LR = 1.0
 MAX_WEIGHT_DECAY = 10.0
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from harness.attacks.apgd import APGD
-from harness.attacks.base import Attack, AttackResult, check_batch, check_model
+from harness.attacks.base import Attack, AttackResult
 from harness.attacks.best_iterate import BestIterate, correct_pixels
 from harness.attacks.gradient import forward
 from harness.errors import HarnessError
@@ -99,10 +99,8 @@ class WorstCase(Attack):
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  seed: int = 0) -> WorstCaseResult:
-        """Each member's ``__call__`` with ``seed``, then the per-image selection (Raises HarnessError on bad
-        input, before any member runs)."""
-        check_batch(images, labels, getattr(model, "num_classes", None))
-        check_model(model, images.device)
+        """Each member's ``__call__`` with ``seed``, then the per-image selection. Bad input raises HarnessError
+        from the first member's own checks, before it runs."""
         start = time.perf_counter()
         results = [m(model, images, labels, seed=seed) for m in self.members]
         chosen, winner = select_worst(model, labels, [r.images for r in results])
