@@ -16,6 +16,11 @@ def _cache_file(cache):
     return path
 
 
+def _write_member(path, name, data):
+    with zipfile.ZipFile(path, "w") as archive:  # closed here: an unclosed archive warns whenever it is collected
+        archive.writestr(name, data)
+
+
 def _rewrite(path, **arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -32,7 +37,7 @@ DAMAGE = {
     "empty": lambda p, a: p.write_bytes(b""),
     "truncated": lambda p, a: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "not a zip": lambda p, a: p.write_text("hello"),
-    "zip of garbage": lambda p, a: zipfile.ZipFile(p, "w").writestr("images.npy", b"garbage"),
+    "zip of garbage": lambda p, a: _write_member(p, "images.npy", b"garbage"),
     "altered labels": lambda p, a: _rewrite(p, images=a["images"], labels=np.zeros_like(a["labels"]),
                                             sha256=a["sha256"]),
     "altered image": lambda p, a: _rewrite(p, images=a["images"][::-1].copy(), labels=a["labels"],

@@ -1,6 +1,7 @@
 """Loading torchvision-format weight files written by the tests (nothing is downloaded)."""
 
 import argparse
+import gc
 import io
 import pickle
 import warnings
@@ -94,6 +95,7 @@ BAD_FILES = {
 def test_every_bad_weight_file_is_one_clean_line_without_warnings(tmp_path, content, expected):
     path = tmp_path / "w.pth"
     path.write_bytes(content)
+    gc.collect()  # an earlier test's unclosed file would warn whenever it is collected, maybe inside the block
     with warnings.catch_warnings(record=True) as caught_warnings:
         warnings.simplefilter("always")
         with pytest.raises(HarnessError) as caught:
