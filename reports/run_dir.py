@@ -1,4 +1,4 @@
-"""Read a suite run directory back, checking every file against what harness/suite.py writes.
+"""Read a suite run directory back, checking every file against what harness/suite/runner.py writes.
 
 ``load_run(DIR)`` reads ``results.json`` (reports.results.validate_results, as ``check`` does),
 ``suite.json``, and the optional ``data/pgd_sweep.json``, ``data/square_curves.json``,
@@ -20,7 +20,7 @@ from harness.data.base import IGNORE_INDEX, is_class_name
 from harness.errors import HarnessError
 from harness.fileio import read_json
 from harness.npzfile import load_arrays
-from harness.suite_config import CheckSpec
+from harness.suite.config import CheckSpec
 from reports import schema
 from reports.results import read_results, validate_record
 

@@ -1,6 +1,6 @@
 """A suite run's report, rendered from its run directory alone: ``DIR/report/report.md`` and its PNG figures.
 
-Reads what harness/suite.py recorded (``results.json``, ``suite.json``, ``data/*``) and runs nothing: no model,
+Reads what harness/suite/runner.py recorded (``results.json``, ``suite.json``, ``data/*``) and runs nothing: no model,
 no checkpoint, no engine. :func:`load_run` (reports.run_dir) raises HarnessError (one line) when the directory is
 not a readable, valid suite run; :func:`render_report` overwrites the report directory's files atomically.
 """

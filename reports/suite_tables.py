@@ -1,6 +1,6 @@
 """The tables of a suite run, built from its recorded results only (the terminal and report.md show the same).
 
-Records are selected by their ``experiments`` field (see harness/suite.py): ``table1``, ``sweep``,
+Records are selected by their ``experiments`` field (see harness/suite/runner.py): ``table1``, ``sweep``,
 ``transfer``, ``square``. Every function returns rich Tables; an experiment that was not run gives none.
 """
 

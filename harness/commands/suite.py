@@ -6,9 +6,9 @@ import argparse
 
 from rich.console import Console
 
-from harness.suite import check_run_dir, run_suite
-from harness.suite_config import load_suite
-from harness.suite_progress import SuiteProgress
+from harness.suite.config import load_suite
+from harness.suite.progress import SuiteProgress
+from harness.suite.runner import check_run_dir, run_suite
 from reports.suite_report import load_run, print_tables, render_report, summary_tables
 
 HELP = "run a robustness suite (TOML; default: the paper's experiments): results.json, figures and a report"
@@ -20,7 +20,7 @@ console.width = max(console.width, 140)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="suite file (TOML; default: the built-in default suite, "
-                        "harness/suites/default.toml)")
+                        "harness/suite/default.toml)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME, NAME from the suite)")
 
 

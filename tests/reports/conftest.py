@@ -1,4 +1,4 @@
-"""A suite run directory written file by file as harness/suite.py writes it (no model is trained or run).
+"""A suite run directory written file by file as harness/suite/runner.py writes it (no model is trained or run).
 
 ``build_run(path)`` writes results.json (with write_results), suite.json, data/pgd_sweep.json,
 data/square_curves.json, data/examples.json and data/examples.npz of a small two-model run, and returns

@@ -37,8 +37,8 @@ from harness.attacks.square import (
 from harness.attacks.square_state import _checksum, load_state, run_context, save_state, state_path
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
-from harness.suite_config import parse_suite
-from harness.suite_square import _run as suite_run
+from harness.suite.config import parse_suite
+from harness.suite.square import _run as suite_run
 
 CONFIG = SquareConfig(eps=8.0, queries=30, p_init=0.3, seed=1)
 CONTEXT = {"run": "test"}
@@ -613,7 +613,9 @@ def _with_arrays(valid: bytes, **arrays: np.ndarray) -> bytes:
 
 
 @pytest.mark.slow
-def test_blackbox_resume_refuses_a_forged_state_in_one_line_and_a_fresh_run_replaces_it(run_cli, session_cache):
+def test_blackbox_resume_refuses_a_forged_state_in_one_line_and_a_fresh_run_replaces_it(run_cli, session_cache,
+                                                                                         trained_model):
+    trained_model("fcn-resnet50")  # the command loads the cached checkpoint
     code, _, err = run_cli(_blackbox())
     assert code == 0, err
     state_file = max(_states_of_seed(Path(session_cache), 13), key=lambda p: p.stat().st_mtime)

@@ -30,11 +30,11 @@ from engines.factory import artifact_for
 from harness import __version__
 from harness.data import SegmentationData, load_data
 from harness.fileio import atomic_path, check_output_dir, check_outputs, write_json_atomic
-from harness.suite_config import SuiteConfig
-from harness.suite_progress import Phase, SuiteProgress
-from harness.suite_square import run_square
-from harness.suite_training import ensure_models, missing_models, train_config
-from harness.suite_whitebox import example_arrays, gradients, run_whitebox, sweep_attacks, table1_attacks
+from harness.suite.config import SuiteConfig
+from harness.suite.progress import Phase, SuiteProgress
+from harness.suite.square import run_square
+from harness.suite.training import ensure_models, missing_models, train_config
+from harness.suite.whitebox import example_arrays, gradients, run_whitebox, sweep_attacks, table1_attacks
 from harness.threads import set_threads
 from harness.training import StepReport, TrainConfig
 from harness.transfer import (

@@ -21,7 +21,7 @@ from harness.attacks.square_state import load_state, run_context, save_state, st
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.metrics import ConfusionMatrix
-from harness.suite_config import SquareSpec
+from harness.suite.config import SquareSpec
 from harness.transfer import LoadedModel, engine_scores
 from reports.results import make_record
 

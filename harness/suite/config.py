@@ -178,8 +178,8 @@ class SuiteConfig:
 
 
 def default_suite_path() -> Path:
-    """The built-in default suite shipped with the package (harness/suites/default.toml)."""
-    return Path(str(resources.files("harness") / "suites" / "default.toml"))
+    """The built-in default suite shipped with the package (harness/suite/default.toml)."""
+    return Path(str(resources.files("harness.suite") / "default.toml"))
 
 
 def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.suite_config import load_suite, parse_suite
+from harness.suite.config import load_suite, parse_suite
 
 MINIMAL = """
 [models]

@@ -25,7 +25,7 @@ from harness.commands.train import DEFAULT_SCHEDULE
 from harness.data import SegmentationData, data_key
 from harness.fileio import sha256_file
 from harness.models.normalize import SegmentationModel
-from harness.suite_config import ModelsSpec
+from harness.suite.config import ModelsSpec
 from harness.training import StepReport, TrainConfig, train_and_save
 
 

@@ -20,7 +20,7 @@ from engines.factory import create_engine
 from harness.attacks import PGD, Attack
 from harness.data.base import SegmentationData
 from harness.models.normalize import SegmentationModel
-from harness.suite_config import SweepSpec, WhiteboxSpec
+from harness.suite.config import SweepSpec, WhiteboxSpec
 from harness.transfer import (
     ExampleSet,
     LoadedModel,
