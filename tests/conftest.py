@@ -137,3 +137,26 @@ def forge_npy_header(path: os.PathLike, name: str, shape: tuple[int, ...], descr
             else:
                 np.lib.format.write_array(buffer, array)
             archive.writestr(f"{member}.npy", buffer.getvalue())
+
+
+@pytest.fixture(scope="session")
+def convention_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Any, Any]]:
+    """``convention_onnx(name, num_classes=3)``: (path, card) of a real ONNX graph in one of the I/O conventions
+    of tests/onnx_conventions.py (built once per session and name) and the model card that describes it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("onnx_conventions",
+                                                  os.path.join(os.path.dirname(__file__), "onnx_conventions.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path_factory.mktemp("conventions")
+    built: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def build(name: str, num_classes: int = 3) -> tuple[Any, Any]:
+        if (name, num_classes) not in built:
+            built[(name, num_classes)] = module.build_convention(name, folder / f"{name}-{num_classes}.onnx",
+                                                                 num_classes)
+        return built[(name, num_classes)]
+
+    return build
