@@ -12,6 +12,8 @@ import numpy as np
 from harness.data import synthetic
 from harness.data.base import IGNORE_INDEX, SegmentationData
 from harness.data.folder import load_folder
+from harness.data.masks import MASK_FORMATS, check_mask_format
+from harness.data.sizes import ImageSize, height_width, size_text
 from harness.data.voc import load_voc
 from harness.errors import HarnessError
 from harness.fileio import atomic_path, cache_dir
@@ -20,7 +22,7 @@ from harness.npzfile import load_arrays
 DATA_SOURCES = ("synthetic", "voc", "folder")
 DEFAULT_SIZES = {"synthetic": synthetic.DEFAULT_SIZE, "voc": 256, "folder": 256}
 
-__all__ = ["DATA_SOURCES", "IGNORE_INDEX", "SegmentationData", "data_key", "load_data"]
+__all__ = ["DATA_SOURCES", "IGNORE_INDEX", "MASK_FORMATS", "ImageSize", "SegmentationData", "data_key", "load_data"]
 
 
 def arrays_digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -79,29 +81,43 @@ def _synthetic_cached(split: str, size: int, seed: int) -> SegmentationData:
 
 
 def load_data(source: str = "synthetic", split: str = "val", root: str | None = None,
-              size: int | None = None, seed: int = 0, limit: int | None = None) -> SegmentationData:
+              size: int | tuple[int, int] | None = None, seed: int = 0, limit: int | None = None,
+              mask_format: str = "index") -> SegmentationData:
     """Load ``split`` of a data source; ``limit`` keeps the first items only.
 
-    ``seed`` selects the synthetic scenes; ``root`` is required for voc and folder.
+    ``size`` is one side (square) or (height, width), voc and folder only; ``seed`` selects the synthetic
+    scenes; ``root`` is required for voc and folder; ``mask_format`` (index or binary) is how a folder's masks
+    encode their classes (:mod:`harness.data.masks`).
     """
     if source not in DATA_SOURCES:
         raise HarnessError(f"unknown data {source!r}; choose from: {', '.join(DATA_SOURCES)}")
     if split not in ("train", "val"):
         raise HarnessError(f"unknown split {split!r}; use train or val")
+    check_mask_format(mask_format)
+    if mask_format != "index" and source != "folder":
+        raise HarnessError(f"--mask-format {mask_format} is read by --data folder only; --data {source} has index "
+                           "masks (255 = ignore)")
     size = size or DEFAULT_SIZES[source]
-    if size < 32:
-        raise HarnessError(f"--image-size {size} is too small: the FCN backbones need at least 32 pixels")
+    height, width = height_width(size)
+    if min(height, width) < 32:
+        raise HarnessError(f"--image-size {size_text(size)} is too small: the FCN backbones need at least 32 pixels")
     if source == "synthetic":
-        return _synthetic_cached(split, size, seed).subset(limit)
+        if height != width:
+            raise HarnessError(f"--image-size {size_text(size)}: the synthetic scenes are square; give one side "
+                               "(e.g. --image-size 64), or use --data voc or --data folder for non-square images")
+        return _synthetic_cached(split, height, seed).subset(limit)
     if root is None:
         raise HarnessError(f"--data {source} needs --data-root DIR (nothing is downloaded)")
     if not Path(root).is_dir():
         raise HarnessError(f"--data-root {root} is not a directory")
-    loader = load_voc if source == "voc" else load_folder
-    data = loader(root, split, size, limit)
+    if source == "voc":
+        data = load_voc(root, split, size, limit)
+    else:
+        data = load_folder(root, split, size, limit, mask_format)
     if not bool((data.labels != IGNORE_INDEX).any()):
         raise HarnessError(f"the {split} split of {root} ({len(data)} images) has no labelled pixel: every mask "
-                           f"pixel is {IGNORE_INDEX} (ignore) after resizing to {size} px, so nothing can be scored")
+                           f"pixel is {IGNORE_INDEX} (ignore) after resizing to {size_text(size)} px, so nothing can "
+                           "be scored")
     return data
 
 
@@ -109,4 +125,4 @@ def data_key(data: SegmentationData) -> str:
     """A short name for what a model was trained on, independent of split and item count."""
     ident = {k: v for k, v in data.describe().items() if k not in ("split", "n")}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{data.name}-{data.image_size[0]}px-{digest}"
+    return f"{data.name}-{size_text(data.image_size)}px-{digest}"

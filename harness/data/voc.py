@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.data.base import SegmentationData
 from harness.data.imagefiles import read_pairs
 from harness.data.listfiles import read_ids
+from harness.data.sizes import size_param
 from harness.errors import HarnessError
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -30,7 +31,9 @@ def find_voc_root(root: str | Path) -> Path:
                        f"{', '.join(_NEEDED)} (pass --data-root pointing at VOCdevkit/VOC2012)")
 
 
-def load_voc(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: int | None = None) -> SegmentationData:
+def load_voc(root: str | Path, split: str, size: int | tuple[int, int] = DEFAULT_SIZE, limit: int | None = None
+             ) -> SegmentationData:
+    """The ``split`` of the VOC folder ``root`` at ``size`` (one side, or (height, width))."""
     voc = find_voc_root(root)
     list_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
@@ -45,4 +48,4 @@ def load_voc(root: str | Path, split: str, size: int = DEFAULT_SIZE, limit: int 
                            f"missing, first {missing[0]}")
     images, labels = read_pairs(pairs, size, len(CLASS_NAMES))
     return SegmentationData("voc", split, list(CLASS_NAMES), images, labels, ids,
-                            {"size": size, "root": str(voc.resolve())})
+                            {"size": size_param(size), "root": str(voc.resolve())})
