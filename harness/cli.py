@@ -17,11 +17,11 @@ from harness.errors import USAGE_ERROR, HarnessError, error_line
 from harness.fileio import cache_dir, check_output_dir
 
 # Order of the command list in --help.
-COMMANDS = ["models", "train", "eval", "export", "engines", "attack", "whitebox", "sweep", "blackbox", "transfer",
-            "suite", "report", "check"]
+COMMANDS = ["models", "inspect", "train", "eval", "export", "engines", "attack", "whitebox", "sweep", "blackbox",
+            "transfer", "suite", "report", "check"]
 
 # Commands that write nothing to the cache (models only lists its checkpoints).
-CACHE_FREE = frozenset({"models", "engines", "report", "check"})
+CACHE_FREE = frozenset({"models", "inspect", "engines", "report", "check"})
 # What the other commands write under the cache (harness.fileio.cache_dir()).
 CACHE_SUBDIRS = ("data", "checkpoints", "artifacts", "square", "adversarial", "tensorrt")
 INTERRUPTED = 130

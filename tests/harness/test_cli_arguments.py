@@ -23,7 +23,8 @@ from harness.cli import build_parser
 # What each command needs besides the option under test (the option fails first, but the line stays realistic).
 REQUIRED = {"eval": ["--model", "fcn8s-vgg16"], "attack": ["--model", "fcn8s-vgg16", "--attack", "fgsm"],
             "blackbox": ["--model", "fcn8s-vgg16"], "export": ["--model", "fcn8s-vgg16"],
-            "train": ["--model", "fcn8s-vgg16"], "check": ["--baseline", "baseline.json"]}
+            "train": ["--model", "fcn8s-vgg16"], "check": ["--baseline", "baseline.json"],
+            "inspect": ["model.onnx"]}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
