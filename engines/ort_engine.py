@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnxruntime
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
@@ -15,6 +17,9 @@ from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of
 from harness.errors import HarnessError, error_line
 from harness.fileio import sha256_file
 from harness.threads import onnx_runtime_threads
+
+if TYPE_CHECKING:
+    from harness.targets.card import ModelCard
 
 # onnxruntime's Python errors derive from Exception directly; these are the ones a bad model or input raises.
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
@@ -29,11 +34,15 @@ class OrtEngine(Engine):
     On enter the file is loaded, checked (ONNX checker + the harness I/O contract) and hashed;
     its precision comes from its ``harness.precision`` metadata. A corrupt or truncated file,
     or a missing CUDA provider, is a one-line HarnessError.
+
+    With a model ``card`` the file is a user's: the card replaces the harness I/O contract
+    (``harness.targets.onnx_io.check_card`` checks it against the graph), the engine feeds the
+    card's input name in its dtype and layout and reads its output name.
     """
 
     def __init__(self, path: str | os.PathLike, *, device: str = "cpu", max_batch: int | None = None,
-                 threads: int | None = None) -> None:
-        super().__init__(max_batch)
+                 threads: int | None = None, card: ModelCard | None = None) -> None:
+        super().__init__(max_batch, card)
         self.path = Path(path)
         self._device = device
         self._threads = threads
@@ -50,11 +59,15 @@ class OrtEngine(Engine):
 
     def _open(self) -> None:
         require("ort", self._device)
-        model = load_onnx(self.path)
+        if self.card is None:
+            model = load_onnx(self.path)
+            self._names = io_names(model)
+            shape = input_shape(model)
+            self._fixed_hw = (shape[2], shape[3])
+        else:
+            model = load_onnx(self.path, contract=False)
+            self._names, self._fixed_hw = _card_io(model, self.card, str(self.path))
         self._precision = precision_of(model)
-        self._names = io_names(model)
-        shape = input_shape(model)
-        self._fixed_hw = (shape[2], shape[3])
         self._sha256 = sha256_file(self.path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU provider warns about fp16 nodes it casts
@@ -81,7 +94,9 @@ class OrtEngine(Engine):
         for axis, fixed in (("height", self._fixed_hw[0]), ("width", self._fixed_hw[1])):
             got = shape[2] if axis == "height" else shape[3]
             if isinstance(fixed, int) and fixed != got:
-                raise HarnessError(f"{self.path} takes images of {axis} {fixed}, got {got}")
+                fix = "" if self.card is None else (f"; set input.size = [{self._fixed_hw[0]}, {self._fixed_hw[1]}] "
+                                                    "in the model card (images are resized to it)")
+                raise HarnessError(f"{self.path} takes images of {axis} {fixed}, got {got}{fix}")
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         assert self._session is not None
@@ -89,3 +104,17 @@ class OrtEngine(Engine):
             return self._session.run([self._names[1]], {self._names[0]: batch})[0]
         except _ORT_ERRORS as e:
             raise HarnessError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {error_line(e)}") from None
+
+
+def _card_io(model: onnx.ModelProto, card: ModelCard, label: str
+             ) -> tuple[tuple[str, str], tuple[int | str, int | str]]:
+    """The (input, output) names the engine feeds and reads, and the graph input's (height, width) dims (ints
+    where fixed), after checking ``card`` against the graph."""
+    from harness.targets.onnx_io import check_card, chosen_output, image_input, read_graph_info, spatial_axes
+
+    info = read_graph_info(model)
+    check_card(card, info, label)
+    x = image_input(info, card.input.name, label)
+    y = chosen_output(info, card.output.name, label)
+    h_axis, w_axis = spatial_axes(card.input.layout)
+    return (x.name, y.name), (x.shape[h_axis], x.shape[w_axis])

@@ -25,6 +25,7 @@ from harness.fileio import atomic_path, cache_dir, unique_keys
 from harness.models import MODELS, SIZES, build_model
 from harness.models.finite import first_non_finite
 from harness.models.normalize import SegmentationModel
+from harness.models.weights import TARGET_FILES
 
 _META_KEY = "harness"
 
@@ -37,9 +38,11 @@ def library_versions() -> dict[str, str]:
             "torchvision": torchvision.__version__, "numpy": numpy.__version__}
 
 
-def default_checkpoint_path(model_name: str, size: str, data_key: str) -> Path:
-    """Where ``train`` puts, and ``eval`` looks for, the checkpoint of a model on a data set."""
-    return cache_dir() / "checkpoints" / f"{model_name}--{size}--{data_key}.safetensors"
+def default_checkpoint_path(model_name: str, size: str, data_key: str, variant: str = "") -> Path:
+    """Where ``train`` puts, and ``eval`` looks for, the checkpoint of a model on a data set; a ``variant``
+    (``adv-pgd3-eps8``: adversarially trained) has its own file, never the default one."""
+    tail = f"--{variant}" if variant else ""
+    return cache_dir() / "checkpoints" / f"{model_name}--{size}--{data_key}{tail}.safetensors"
 
 
 def is_integer(value: Any) -> bool:
@@ -71,7 +74,8 @@ def metadata_problem(meta: Any) -> str | None:
     Required: ``model`` (a registry name), ``size`` (reduced|paper), ``class_names`` (2 to 255 distinct
     non-empty strings without control characters). Optional, but typed when present: ``data`` and ``train``
     (objects), ``data_key`` and ``created`` (strings), ``input_size`` ([height, width], positive integers),
-    ``versions`` (strings), ``val_metrics`` (fractions in [0, 1], ``per_class_iou`` one per class or null,
+    ``versions`` (strings), ``train.adversarial`` (null or PGD adversarial training's attack, steps, eps and
+    alpha), ``val_metrics`` (fractions in [0, 1], ``per_class_iou`` one per class or null,
     ``n_images`` a count).
     """
     if not isinstance(meta, dict):
@@ -89,6 +93,12 @@ def metadata_problem(meta: Any) -> str | None:
     for key in ("data_key", "created"):
         if key in meta and not isinstance(meta[key], str):
             return f"'{key}' must be a string"
+    adversarial = meta.get("train", {}).get("adversarial")
+    if adversarial is not None and not (
+            isinstance(adversarial, dict) and adversarial.get("attack") == "pgd" and _count(adversarial.get("steps"))
+            and adversarial["steps"] > 0 and all(is_finite_number(adversarial.get(k)) and 0 < adversarial[k] <= 255
+                                                 for k in ("eps", "alpha"))):
+        return "'train.adversarial' must be null or {attack: pgd, steps >= 1, eps and alpha in (0, 255]}"
     size = meta.get("input_size", [1, 1])
     if not (isinstance(size, list) and len(size) == 2 and all(_count(v) and v > 0 for v in size)):
         return "'input_size' must be [height, width] in pixels"
@@ -164,6 +174,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[SegmentationModel, dict[str, Any]]:
     """The model (eval mode) and metadata stored at ``path``; every tensor must fit the model and be finite."""
+    what_file = TARGET_FILES.get(Path(path).suffix.lower())
+    if what_file is not None:
+        raise HarnessError(f"checkpoint {path}: that is {what_file}")
     if not Path(path).is_file():
         problem = "is not a regular file" if Path(path).exists() else "does not exist"
         raise HarnessError(f"checkpoint {path} {problem}")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from harness.checkpoints import default_checkpoint_path, identity_problem, load_checkpoint
-from harness.data import DATA_SOURCES, SegmentationData, data_key, load_data
+from harness.data import DATA_SOURCES, MASK_FORMATS, SegmentationData, load_data
+from harness.data.sizes import ImageSize, image_size
 from harness.errors import HarnessError
-from harness.fileio import sha256_file
 from harness.limits import MAX_IMAGE_SIZE, MAX_SEED, MAX_SYNTHETIC_IMAGE_SIZE, MIN_IMAGE_SIZE
-from harness.models import MODELS, SIZES, build_model
+from harness.models import MODELS, SIZES
 from harness.models.normalize import SegmentationModel
-from harness.models.weights import load_weights
+from harness.targets.target import builtin_target, torch_model
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,14 +73,41 @@ def _shown(text: str) -> str:
     return repr(text) if len(text) <= 40 else repr(text[:30]) + f"... ({len(text)} characters)"
 
 
+_image_side = int_in(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+
+
+def _image_size(text: str) -> int | ImageSize:
+    """An argparse type: PX (a square side) or HEIGHTxWIDTH (e.g. 192x256), each side in the bounds of
+    harness.limits; a square HxW is its side (one data set, one cache key)."""
+    height, sep, width = text.lower().partition("x")
+    if not sep:
+        return _image_side(text)
+    try:
+        sides = _image_side(height), _image_side(width)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not PX or HEIGHTxWIDTH with each side an integer in "
+                                         f"[{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] (e.g. 192x256)") from None
+    return image_size(*sides)
+
+
+_image_size.__name__ = f"integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] or HEIGHTxWIDTH"
+_image_size.interval = _image_side.interval  # type: ignore[attr-defined]  # each side's bounds
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default="synthetic", choices=DATA_SOURCES,
                        help="built-in synthetic scenes (default), PASCAL VOC 2012, or an image+mask folder")
     group.add_argument("--data-root", help="folder of --data voc or --data folder (nothing is downloaded)")
-    group.add_argument("--image-size", type=int_in(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), metavar="PX",
-                       help=f"square image side in pixels, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} (synthetic: at most "
-                            f"{MAX_SYNTHETIC_IMAGE_SIZE}; default: 64 synthetic, 256 voc/folder)")
+    group.add_argument("--image-size", type=_image_size, metavar="PX|HxW",
+                       help=f"image size in pixels: PX (square) or HEIGHTxWIDTH (voc/folder, e.g. 192x256), each "
+                            f"side {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE}; images are scaled to cover it and centre-"
+                            f"cropped (synthetic: square, at most {MAX_SYNTHETIC_IMAGE_SIZE}; default: 64 synthetic, "
+                            "256 voc/folder)")
+    group.add_argument("--mask-format", default="index", choices=MASK_FORMATS,
+                       help="how --data folder masks encode classes: index (default; the value is the class, "
+                            "255 = ignore), binary (0 = background, any other value = foreground, e.g. 0/255) or "
+                            "rgb (colour masks; DIR/colors.txt lists each class's exact colour)")
     group.add_argument("--data-seed", type=seed_int, default=0, metavar="SEED",
                        help=f"seed of the synthetic scenes, 0-{MAX_SEED} (default 0)")
 
@@ -96,11 +120,12 @@ def data_from_args(args: argparse.Namespace, split: str, limit: int | None = Non
     if args.data != "synthetic" and args.data_seed != 0:
         raise HarnessError(f"--data-seed {args.data_seed} selects synthetic scenes; --data {args.data} has fixed "
                            "images, so leave it out")
-    if args.data == "synthetic" and (args.image_size or 0) > MAX_SYNTHETIC_IMAGE_SIZE:
+    if args.data == "synthetic" and isinstance(args.image_size, int) and args.image_size > MAX_SYNTHETIC_IMAGE_SIZE:
         raise HarnessError(f"--image-size {args.image_size}: the synthetic data is generated whole (1000 train "
                            f"images) in memory, so at most {MAX_SYNTHETIC_IMAGE_SIZE} px; larger images need "
                            "--data voc or --data folder")
-    return load_data(args.data, split, args.data_root, args.image_size, args.data_seed, limit)
+    # load_data refuses a non-square synthetic size and --mask-format binary outside --data folder.
+    return load_data(args.data, split, args.data_root, args.image_size, args.data_seed, limit, args.mask_format)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -115,41 +140,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) 
 
 def load_model(args: argparse.Namespace, data: SegmentationData, name: str | None = None
                ) -> tuple[SegmentationModel, dict[str, Any]]:
-    """The model to evaluate or attack and a description of where its weights came from.
+    """The built-in model to evaluate or attack and a description of where its weights came from.
 
     ``--checkpoint`` or ``--weights`` (not both), else the cached checkpoint from ``train``. A checkpoint must
-    hold the model and size asked for and the data's classes: what is recorded is what ran.
+    hold the model and size asked for and the data's classes: what is recorded is what ran. (The built-in
+    case of ``harness.targets.target``: one way to load a model.)
     """
-    name = name or args.model
-    if args.checkpoint and args.weights:
-        raise HarnessError("--checkpoint and --weights both name the model's weights; pass one of them")
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-    elif args.weights:
-        model = build_model(name, data.num_classes, args.size)
-        load_weights(model, name, args.weights)
-        return model, {"model": name, "size": args.size, "weights": str(args.weights),
-                       "sha256": sha256_file(args.weights)}
-    else:
-        path = default_checkpoint_path(name, args.size, data_key(data))
-        if not path.is_file():
-            raise HarnessError(f"no trained {name} ({args.size}) for this data; run: python -m harness "
-                               f"train --model {name}{_train_options(args)}")
-    model, meta = load_checkpoint(path)
-    # A record must say what ran: a checkpoint that contradicts --model, --size or the data is refused.
-    problem = identity_problem(meta, name, args.size, data.class_names)
-    if problem is not None:
-        raise HarnessError(f"checkpoint {path} {problem}")
-    return model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)}
-
-
-def _train_options(args: argparse.Namespace) -> str:
-    """The options of ``train`` that select this command's model size and data: its checkpoint is the one asked for."""
-    options = [f"--size {args.size}"] if args.size != "reduced" else []
-    if args.data != "synthetic":
-        options.append(f"--data {args.data} --data-root {shlex.quote(str(args.data_root))}")
-    if args.image_size is not None:
-        options.append(f"--image-size {args.image_size}")
-    if args.data_seed != 0:
-        options.append(f"--data-seed {args.data_seed}")
-    return "".join(f" {o}" for o in options)
+    target = builtin_target(name or args.model, getattr(args, "size", None) or "reduced",
+                            getattr(args, "checkpoint", None), getattr(args, "weights", None), data)
+    model, source = torch_model(target, data)
+    assert isinstance(model, SegmentationModel)
+    return model, source

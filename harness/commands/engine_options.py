@@ -1,7 +1,8 @@
 """The ``--engine / --precision / --device`` options and opening the engine they name.
 
-Any command that runs a model through an Engine (eval, blackbox, transfer) uses these two
-functions, so every command chooses and builds engines the same way.
+Any command that runs a model through an Engine (eval, blackbox, transfer) uses these
+functions, so every command chooses and builds engines the same way: ``target_engine_from_args``
+for a Target (any kind), ``engine_from_args`` for a built-in model already loaded.
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ from harness.commands.common import data_from_args, int_in
 from harness.data.base import SegmentationData
 from harness.limits import MAX_BATCH, MAX_IMAGES
 from harness.models.normalize import SegmentationModel
+from harness.targets.target import Target, target_engine
+
+_KIND_ENGINES = {"onnx": "ort", "plan": "trt", "torch": "torch"}
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, default_engine: str = "torch") -> None:
     """Add ``--engine``, ``--precision``, ``--device``, ``--calibration-images`` and ``--engine-batch``."""
     group = parser.add_argument_group("engine")
-    group.add_argument("--engine", default=default_engine, choices=ENGINES,
-                       help=f"torch (eager), ort (ONNX Runtime) or trt (TensorRT) (default {default_engine})")
+    # None until resolved: the default depends on the target (an ONNX file runs on ort, a plan on trt).
+    group.add_argument("--engine", choices=ENGINES,
+                       help=f"torch (eager), ort (ONNX Runtime) or trt (TensorRT) (default {default_engine}; "
+                            "--onnx: ort, --plan: trt, --torch: torch)")
+    parser.set_defaults(engine_default=default_engine)
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="the exported variant the engine runs: fp32 (default), fp16 or int8 (ort, trt)")
     group.add_argument("--device", choices=DEVICES, help="cpu or cuda (default: cpu; cuda for trt)")
@@ -49,8 +56,29 @@ def engine_from_args(args: argparse.Namespace, model: SegmentationModel, source:
     Reads ``args.engine`` and ``args.precision`` (required) and ``args.device``, ``args.calibration_images``,
     ``args.engine_batch`` when present, so a command may add only the first two itself.
     """
+    engine = engine_name(args)
     precision = args.precision
-    calibration = calibration_from_args(args) if precision == "int8" and args.engine != "torch" else None
-    return create_engine(args.engine, model, source, data, precision=precision,
+    calibration = calibration_from_args(args) if precision == "int8" and engine != "torch" else None
+    return create_engine(engine, model, source, data, precision=precision,
                          device=getattr(args, "device", None), calibration=calibration,
+                         max_batch=getattr(args, "engine_batch", None))
+
+
+def engine_name(args: argparse.Namespace, target: Target | None = None) -> str:
+    """``--engine`` when given, else the default for ``target``'s kind (onnx: ort, plan: trt, torch: torch) or
+    the command's default (built-in models). Sets ``args.engine`` to it, so later readers see what runs."""
+    if getattr(args, "engine", None) is None:
+        kind = None if target is None else target.kind
+        args.engine = _KIND_ENGINES.get(kind) or getattr(args, "engine_default", None) or "torch"
+    return str(args.engine)
+
+
+def target_engine_from_args(args: argparse.Namespace, target: Target, data: SegmentationData) -> Engine:
+    """The Engine (not yet entered) the options name for ``target`` (harness.targets.target.target_engine):
+    ``--engine`` (default by target kind), ``--precision``, ``--device``, ``--calibration-images`` (int8),
+    ``--engine-batch``."""
+    engine = engine_name(args, target)
+    precision = args.precision
+    calibration = calibration_from_args(args) if precision == "int8" and engine != "torch" else None
+    return target_engine(target, engine, precision, getattr(args, "device", None), data, calibration=calibration,
                          max_batch=getattr(args, "engine_batch", None))

@@ -10,15 +10,9 @@ import argparse
 import time
 
 from engines.base import engine_predictor
-from harness.commands.common import (
-    add_data_arguments,
-    add_model_arguments,
-    console,
-    data_from_args,
-    int_in,
-    load_model,
-)
-from harness.commands.engine_options import add_engine_arguments, engine_from_args
+from harness.commands.common import add_data_arguments, console, data_from_args, int_in
+from harness.commands.engine_options import add_engine_arguments, target_engine_from_args
+from harness.commands.target_options import add_target_arguments, record_fields, target_from_args, target_title
 from harness.evaluation import evaluate
 from harness.fileio import check_outputs
 from harness.limits import MAX_BATCH, MAX_IMAGES
@@ -30,7 +24,7 @@ HELP = "evaluate a model on clean images through any engine: pixel accuracy, mea
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_target_arguments(parser)
     add_engine_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--split", default="val", choices=("train", "val"))
@@ -45,19 +39,20 @@ def run(args: argparse.Namespace) -> int:
     check_outputs({"--json": args.json})
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
-    model, source = load_model(args, data)
-    with engine_from_args(args, model, source, data) as engine:
+    target = target_from_args(args, data)
+    with target_engine_from_args(args, target, data) as engine:
         start = time.perf_counter()
         scores = evaluate(engine_predictor(engine), data, args.batch_size)
         seconds = time.perf_counter() - start
         info, queries, engine_seconds = engine.info, engine.queries, engine.seconds
-    console.print(scores_table(f"{args.model} ({args.size}), {info.name} {info.precision} on {info.device}, "
+    console.print(scores_table(f"{target_title(target)}, {info.name} {info.precision} on {info.device}, "
                                f"{data.name} {data.split}, {len(data)} images, {scores.n_pixels} labelled pixels "
                                "(values in %)", data.class_names, [("clean", scores)]))
     if args.json:
-        record = make_record(model=args.model, engine=info.name, precision=info.precision, attack="none",
+        record = make_record(model=target.name, engine=info.name, precision=info.precision, attack="none",
                              params={}, n_images=len(data), scores=scores, queries=queries, seconds=seconds,
-                             size=args.size, data=data.describe(), weights_sha256=source["sha256"],
+                             **record_fields(target), data=data.describe(),
+                             weights_sha256=target.sha256 or info.artifact_sha256,
                              engine_info=info.as_dict(), engine_seconds=round(engine_seconds, 4))
         write_results(args.json, [record])
         console.print(f"wrote {args.json}")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 
 from harness.attacks import PGD
-from harness.commands.common import console, data_from_args, load_model
+from harness.commands.common import console, data_from_args
 from harness.commands.whitebox_common import (
+    add_row_arguments,
     add_run_arguments,
     attack_records,
     gradient_progress,
+    load_rows,
     resolve_device,
+    row_targets,
     run_attack,
 )
 from harness.errors import HarnessError
 from harness.fileio import check_outputs
 from harness.limits import MAX_STEPS, MAX_SWEEP_POINTS
-from harness.models import MODELS, SIZES
 from harness.threads import set_threads
 from reports.figures import plot_pgd_sweep
 from reports.results import write_results
@@ -26,14 +28,13 @@ HELP = "the paper's Figure 3: accuracy against PGD iterations (step size eps/ite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["fcn-resnet50"], metavar="NAME",
-                        help="one curve per model (default: fcn-resnet50, as in the paper)")
-    parser.add_argument("--size", default="reduced", choices=SIZES, help="reduced CPU width (default) or paper")
+    add_row_arguments(parser, ["fcn-resnet50"], "built-in models, one curve each (fcn-resnet50 as in the paper); "
+                                                "or one target: --model, --torch")
     parser.add_argument("--sweep-steps", default="20,40,60,80,100",
                         help="comma-separated PGD iteration counts (default 20,40,60,80,100)")
     parser.add_argument("--png", default="pgd_sweep.png", help="figure path (default pgd_sweep.png)")
     add_run_arguments(parser)
-    parser.set_defaults(checkpoint=None, weights=None, json="pgd_sweep.json")
+    parser.set_defaults(json="pgd_sweep.json")
 
 
 def parse_steps(text: str) -> list[int]:
@@ -57,16 +58,16 @@ def run(args: argparse.Namespace) -> int:
     args.device = resolve_device(args.device)
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
-    models = {name: load_model(args, data, name) for name in dict.fromkeys(args.models)}
+    rows = load_rows(row_targets(args, data), data)
     records = []
     with gradient_progress() as progress:
-        task = progress.add_task("sweep", total=len(models) * len(data) * sum(steps))
-        for name, (model, source) in models.items():
+        task = progress.add_task("sweep", total=len(rows) * len(data) * sum(steps))
+        for target, model, source in rows:
             model.to(args.device)
             for i, attack in enumerate(attacks):
-                progress.update(task, description=f"{name} {attack.label}")
+                progress.update(task, description=f"{target.name} {attack.label}")
                 evaluation = run_attack(model, data, attack, args, progress, task)
-                records += attack_records(name, source, data, attack, evaluation, args, with_clean=i == 0)
+                records += attack_records(target, source, data, attack, evaluation, args, with_clean=i == 0)
     title = f"PGD, eps {args.eps:g}/255, alpha = eps/iterations, {data.name} {data.split}, {len(data)} images"
     console.print(robustness_table(f"{title}: pixel accuracy (%)", records, "pixel_accuracy"))
     plot_pgd_sweep(records, args.png, title)

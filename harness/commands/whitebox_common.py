@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,42 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch import nn
 
-from harness.attacks import Attack
+from harness.attacks import Attack, parse_attack_name
 from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
 from harness.attacks.store import save_adversarial
 from harness.commands.common import add_data_arguments, console, int_in, pixel_scale, seed_int
+from harness.commands.target_options import (
+    add_target_arguments,
+    given_kind,
+    record_fields,
+    target_from_args,
+    target_title,
+)
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.limits import MAX_BATCH, MAX_IMAGES, MAX_SEED
-from harness.models.normalize import SegmentationModel
+from harness.models import MODELS
+from harness.targets.target import Target, builtin_target, torch_model
 from reports.results import make_record
+
+ATTACK_NAME_PATTERNS = ("fgsm", "mifgsm[-best][-N]", "pgd[-best][-N]", "segpgd[-best][-N]", "cospgd[-best][-N]",
+                        "apgd-{ce,mce,bmce,js}[-red][-N]", "sea[-N]", "A+B (the worst case of several)")
+MAX_ATTACK_NAME = 200  # characters of one --attack value (a worst case of several names included)
+
+
+class AttackNameChoices:
+    """argparse ``choices`` for an attack name: every name ``attacks_from_names`` accepts (``pgd-best-20``,
+    ``apgd-mce-red-100``, ``apgd-ce+pgd-100``), checked at parse time; iterating gives the name patterns (what
+    argparse lists in its "invalid choice" message)."""
+
+    def __contains__(self, value: object) -> bool:
+        return (isinstance(value, str) and 0 < len(value) <= MAX_ATTACK_NAME
+                and all(parse_attack_name(part) is not None for part in value.split("+")))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ATTACK_NAME_PATTERNS)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +70,47 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--json", metavar="FILE", help="write results.json (README: Results schema) to FILE")
     add_data_arguments(parser)
+
+
+def add_row_arguments(parser: argparse.ArgumentParser, default_models: list[str], help_text: str) -> None:
+    """``--models NAME ...`` (built-in rows, default ``default_models``) or one target option (``--model``,
+    ``--torch``, ...; an ``--onnx``/``--plan`` target is refused at run time with what applies instead)."""
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), metavar="NAME",
+                        help=f"{help_text} (default: {', '.join(default_models)})")
+    add_target_arguments(parser, required=False)
+    parser.set_defaults(row_defaults=default_models)
+
+
+def row_targets(args: argparse.Namespace, data: SegmentationData) -> list[Target]:
+    """The targets the options name: one target option (``--model``, ``--torch``, ...) or the ``--models``
+    (each with its cached checkpoint, at ``--size``); HarnessError when both are given or an option would be
+    ignored."""
+    if given_kind(args) is not None:
+        if args.models is not None:
+            raise HarnessError("--models and a target option (--model, --onnx, --plan, --torch) both name what to "
+                               "attack; pass one of them")
+        return [target_from_args(args, data)]
+    for option, value in (("--checkpoint", args.checkpoint), ("--weights", args.weights), ("--card", args.card),
+                          ("--card-set", args.card_set)):
+        if value is not None:
+            raise HarnessError(f"{option} belongs to one target: pass it with --model NAME or --torch MODULE:CALLABLE "
+                               "instead of --models")
+    names = args.models or args.row_defaults
+    return [builtin_target(name, args.size or "reduced", None, None, data) for name in dict.fromkeys(names)]
+
+
+def load_rows(targets: list[Target], data: SegmentationData) -> list[tuple[Target, nn.Module, dict[str, Any]]]:
+    """Each target's white-box model and source (all loaded before any attack runs: a missing checkpoint or a
+    target without a PyTorch model stops the command before the work)."""
+    return [(target, *torch_model(target, data)) for target in targets]
+
+
+def rows_title(targets: list[Target]) -> str:
+    """``reduced models`` for built-in rows of one size, else the targets' titles."""
+    sizes = {t.size for t in targets if t.kind == "builtin"}
+    if len(sizes) == 1 and all(t.kind == "builtin" for t in targets):
+        return f"{sizes.pop()} models"
+    return ", ".join(target_title(t) for t in targets)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,7 +134,7 @@ def gradient_progress() -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
-def run_attack(model: SegmentationModel, data: SegmentationData, attack: Attack, args: argparse.Namespace,
+def run_attack(model: nn.Module, data: SegmentationData, attack: Attack, args: argparse.Namespace,
                progress: Progress, task: TaskID, keep_adversarial: bool = False) -> AttackEvaluation:
     """``evaluate_attack`` with the command's batching, seed and device, advancing ``task``."""
     def advance(n: int) -> None:
@@ -75,12 +144,13 @@ def run_attack(model: SegmentationModel, data: SegmentationData, attack: Attack,
                            keep_adversarial, advance)
 
 
-def attack_records(model_name: str, source: dict[str, Any], data: SegmentationData, attack: Attack,
+def attack_records(target: Target, source: dict[str, Any], data: SegmentationData, attack: Attack,
                    evaluation: AttackEvaluation, args: argparse.Namespace,
                    with_clean: bool = True) -> list[dict[str, Any]]:
-    """The clean record of the attacked images (if ``with_clean``) and the adversarial record."""
-    common = {"model": model_name, "engine": "torch", "precision": "fp32", "n_images": len(data),
-              "size": args.size, "data": data.describe(), "weights_sha256": source["sha256"],
+    """The clean record of the attacked images (if ``with_clean``) and the adversarial record: ``model`` is
+    the target's name; a user's target is described under ``target`` (its sha256 identifies it)."""
+    common = {"model": target.name, "engine": "torch", "precision": "fp32", "n_images": len(data),
+              **record_fields(target), "data": data.describe(), "weights_sha256": source["sha256"],
               "device": str(args.device)}
     records = []
     if with_clean:
@@ -88,17 +158,22 @@ def attack_records(model_name: str, source: dict[str, Any], data: SegmentationDa
                                    seconds=evaluation.clean_seconds))
     records.append(make_record(**common, attack=attack.name, params={**attack.params(), "seed": args.seed},
                                scores=evaluation.attacked, queries=evaluation.queries,
-                               seconds=evaluation.attack_seconds, batch_size=args.batch_size))
+                               seconds=evaluation.attack_seconds, batch_size=args.batch_size,
+                               **(evaluation.worst_case.record_fields() if evaluation.worst_case else {})))
     return records
 
 
-def save_examples(directory: str, model_name: str, source: dict[str, Any], data: SegmentationData,
+def save_examples(directory: str, target: Target, source: dict[str, Any], data: SegmentationData,
                   attack: Attack, evaluation: AttackEvaluation, args: argparse.Namespace) -> Path:
     """Write the adversarial images with their provenance to ``directory``; returns the file."""
     assert evaluation.adversarial is not None
-    name = f"{model_name}--{args.size}--{attack.label}--eps{attack.eps:g}--seed{args.seed}.npz"
+    # A card's name may hold any printable character: only a safe one goes into the file name.
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", target.name).lstrip(".") or "model"
+    name = f"{stem}--{target.size or target.kind}--{attack.label}--eps{attack.eps:g}--seed{args.seed}.npz"
     provenance = {"attack": attack.name, "params": attack.params(), "seed": args.seed,
-                  "batch_size": args.batch_size, "device": str(args.device), "source_model": model_name,
-                  "size": args.size, "checkpoint": source.get("checkpoint") or source.get("weights"),
+                  "batch_size": args.batch_size, "device": str(args.device), "source_model": target.name,
+                  "size": target.size, "checkpoint": source.get("checkpoint") or source.get("weights"),
                   "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__}
+    if target.kind != "builtin":
+        provenance["target"] = target.describe()
     return save_adversarial(Path(directory) / name, evaluation.adversarial, data.labels, data.ids, provenance)

@@ -1,8 +1,10 @@
 """Loading torchvision-format weight files written by the tests (nothing is downloaded)."""
 
 import argparse
+import datetime
 import gc
 import io
+import pathlib
 import pickle
 import warnings
 import zipfile
@@ -81,7 +83,11 @@ BAD_FILES = {
     "text": (b"not a checkpoint", "not in torch.save's format"),
     "protocol-4 pickle of a dict": (pickle.dumps({"a": torch.zeros(2)}, protocol=4), "not in torch.save's format"),
     "protocol-4 pickle of a list": (pickle.dumps([1, 2], protocol=4), "not in torch.save's format"),
-    "pickle of an object": (_torch_bytes(argparse.Namespace(a=1)), "Python objects other than tensors"),
+    "pickle of an object": (_torch_bytes(pathlib.PurePosixPath("x")), "Python objects other than tensors"),
+    "pickle of an object in a wrapper": (_torch_bytes({"model": {"a": torch.zeros(1)},
+                                                       "when": datetime.date(2024, 1, 1)}),
+                                         "Python objects other than tensors (datetime.date)"),
+    "a Namespace alone": (_torch_bytes(argparse.Namespace(a=1)), "something other than a dict of names to tensors"),
     "pickle of a list": (_torch_bytes([torch.zeros(1)]), "something other than a dict of names to tensors"),
     "pickle of a number": (_torch_bytes(7), "something other than a dict"),
     "empty dict": (_torch_bytes({}), "something other than a dict"),
