@@ -4,7 +4,11 @@ Calibration runs the fp32 graph on training images (never validation images) and
 activation ranges. The result is in QDQ form with symmetric int8 activations and per-channel
 symmetric int8 weights: the form TensorRT's explicit quantisation expects, and one that ONNX
 Runtime's CPU provider runs too, so the int8 deployment variant is testable without a GPU.
-Input and output stay float32.
+Input and output keep the graph's own names and types (float32 for a harness export).
+
+A user's graph is calibrated on what it really sees: the boundary images go through the model
+card's adapter (``Adapter(card).to_model_numpy``: layout, channel order, scale, mean/std, dtype,
+fixed size) and are fed under the graph's input name, whatever it is.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from exporters.onnx_file import INPUT_NAME, load_onnx, read_metadata, save_onnx, write_metadata
+from exporters.onnx_file import io_names, load_onnx, precision_of, read_metadata, save_onnx, write_metadata
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError, error_line
 from harness.fileio import scratch_dir, sha256_file
+from harness.targets.adapter import Adapter
+from harness.targets.card import ModelCard
+from harness.targets.onnx_io import check_card, read_graph_info
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_CALIBRATION_IMAGES = 64
@@ -44,40 +51,53 @@ class CalibrationSettings:
 
 
 class _ImageReader(CalibrationDataReader):
-    """onnxruntime's CalibrationDataReader over all images of a data set, a batch at a time."""
+    """onnxruntime's CalibrationDataReader over all images of a data set, a batch at a time, fed under
+    ``input_name`` after ``prepare`` (the card's adapter; None: the boundary images as they are)."""
 
-    def __init__(self, data: SegmentationData, batch_size: int) -> None:
+    def __init__(self, data: SegmentationData, batch_size: int, input_name: str,
+                 prepare: Adapter | None = None) -> None:
         self._data = data
         self._batch = batch_size
+        self._input = input_name
+        self._prepare = prepare
         self._start = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._start >= len(self._data):
             return None
-        images, _ = self._data.tensors(slice(self._start, self._start + self._batch))
+        images = self._data.tensors(slice(self._start, self._start + self._batch))[0].numpy()
         self._start += self._batch
-        return {INPUT_NAME: images.numpy()}
+        return {self._input: images if self._prepare is None else self._prepare.to_model_numpy(images)}
 
     def rewind(self) -> None:
         self._start = 0
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: SegmentationData,
-                  settings: CalibrationSettings | None = None) -> None:
+                  settings: CalibrationSettings | None = None, card: ModelCard | None = None) -> None:
     """Write the int8 QDQ version of the fp32 ONNX file ``src`` to ``dst`` (atomically, checked).
 
     ``calibration`` should be training images of the data the model was trained on (all of them are
-    used; :data:`DEFAULT_CALIBRATION_IMAGES` is the harness default).
+    used; :data:`DEFAULT_CALIBRATION_IMAGES` is the harness default). ``card``: the model card of a
+    user's graph (None: a harness export, whose I/O is the boundary): the images are fed through its
+    adapter under ``card.input.name`` (default: the graph's only input), and ``src`` is checked against
+    the card instead of the harness I/O contract.
     """
     settings = settings or CalibrationSettings()
     if settings.method not in CALIBRATION_METHODS:
         raise HarnessError(f"unknown calibration method {settings.method!r}; choose from "
                            f"{', '.join(CALIBRATION_METHODS)}")
-    model = load_onnx(src)
-    metadata = read_metadata(model)
-    if metadata.get("precision", "fp32") != "fp32":
-        raise HarnessError(f"{src} is not an fp32 graph; int8 is quantised from the fp32 export")
-    reader = _ImageReader(calibration, settings.batch_size)
+    model = load_onnx(src, contract=card is None)
+    precision = read_metadata(model).get("precision", "fp32") if card is None else precision_of(model)
+    if precision != "fp32":
+        raise HarnessError(f"{src} is not an fp32 graph (it is {precision}); int8 is quantised from an fp32 graph")
+    if card is None:
+        input_name, prepare = io_names(model)[0], None
+    else:
+        check_card(card, read_graph_info(model), str(src))
+        input_name = card.input.name or io_names(model)[0]
+        prepare = None if card.is_boundary else Adapter(card)
+    reader = _ImageReader(calibration, settings.batch_size, input_name, prepare)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[settings.method]
     dst = Path(dst)
@@ -106,5 +126,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
         quant_logger.setLevel(level)
     write_metadata(result, {"precision": "int8", "parent_sha256": sha256_file(src),
                             "calibration": {**settings.as_dict(), "n_images": len(calibration),
-                                            "data": calibration.describe()}})
+                                            "data": calibration.describe(),
+                                            **({} if card is None else {"card": card.as_dict()})}})
     save_onnx(result, dst)

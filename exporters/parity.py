@@ -1,7 +1,9 @@
-"""Parity of an exported artifact against PyTorch: logit differences, argmax agreement, accuracy change.
+"""Parity of an exported artifact against its reference: logit differences, argmax agreement, accuracy change.
 
-Both sides are Engines fed the same validation images. Agreement counts every pixel (labelled
-or not); pixel accuracy counts labelled pixels only (255 is ignored), as everywhere in the harness.
+The reference is the PyTorch model for a built-in model's exports and the user's own ONNX file for
+the variants of an ``--onnx`` target. Both sides are Engines fed the same validation images.
+Agreement counts every pixel (labelled or not); pixel accuracy counts labelled pixels only (255 is
+ignored), as everywhere in the harness.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from harness.data.base import SegmentationData
 from harness.metrics import ConfusionMatrix
 from reports.tables import ReadableTable
 
-# Minimum argmax agreement with PyTorch, per precision (fractions). fp32 differs by float rounding only.
+# Minimum argmax agreement with the reference, per precision (fractions). fp32 differs by float rounding only.
 # fp16 and int8 change the arithmetic: the measured agreement of the reduced models is in the README.
 DEFAULT_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98}
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    """One artifact against the PyTorch reference on ``n_images`` images (fractions in [0, 1])."""
+    """One artifact against its reference on ``n_images`` images (fractions in [0, 1])."""
 
     label: str
     precision: str
@@ -72,10 +74,13 @@ def compare(reference: Engine, candidate: Engine, data: SegmentationData, *, lab
                         ref_cm.scores().pixel_accuracy, cand_cm.scores().pixel_accuracy, threshold)
 
 
-def parity_table(title: str, reports: list[ParityReport]) -> Table:
-    """A rich table of parity reports: agreement and pixel accuracy in %, their change in points."""
+def parity_table(title: str, reports: list[ParityReport], reference: str = "torch") -> Table:
+    """A rich table of parity reports: agreement and pixel accuracy in %, their change in points.
+
+    ``reference`` names the reference in the accuracy column (``acc torch``, ``acc fp32 onnx``).
+    """
     table = ReadableTable(title=f"{title} (agreement and accuracy in %)", key_columns=2)  # never cut to "…"
-    for column in ("model", "precision", "max |Δlogit|", "mean |Δlogit|", "agree", "min", "acc torch",
+    for column in ("model", "precision", "max |Δlogit|", "mean |Δlogit|", "agree", "min", f"acc {reference}",
                    "acc export", "Δ acc", "parity"):
         table.add_column(column, justify="left" if column in ("model", "precision", "parity") else "right",
                          no_wrap=column in ("model", "precision"))

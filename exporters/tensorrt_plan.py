@@ -44,6 +44,9 @@ class PlanSettings:
     The profile covers batches ``min_batch..max_batch`` (tuned for ``opt_batch``) at one image
     size ``height`` x ``width``: a fixed spatial size lets TensorRT pick its fastest kernels.
     ``tf32`` allows TF32 math in fp32 layers (off: an fp32 plan computes in fp32, like the reference).
+    ``layout`` and ``channels`` give the graph input's shape: NCHW (batch, channels, height, width) or
+    NHWC (batch, height, width, channels); a harness export is NCHW with 3 channels, a user's graph
+    what its model card says.
     """
 
     precision: str = "fp32"
@@ -54,11 +57,22 @@ class PlanSettings:
     max_batch: int = 32
     workspace_mib: int = 2048
     tf32: bool = False
+    layout: str = "NCHW"
+    channels: int = 3
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise HarnessError(f"TensorRT profile needs 1 <= min <= opt <= max batch, got "
                                f"{self.min_batch}, {self.opt_batch}, {self.max_batch}")
+        if self.layout not in ("NCHW", "NHWC") or self.channels not in (1, 3):
+            raise HarnessError(f"TensorRT profile input must be NCHW or NHWC with 1 or 3 channels, got "
+                               f"{self.layout} with {self.channels}")
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """The graph input's shape at ``batch`` images."""
+        if self.layout == "NHWC":
+            return (batch, self.height, self.width, self.channels)
+        return (batch, self.channels, self.height, self.width)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -175,9 +189,9 @@ def _build(trt: Any, onnx_path: Path, plan_path: Path, settings: PlanSettings, t
         config.clear_flag(trt.BuilderFlag.TF32)
 
     name = network.get_input(0).name
-    shape = lambda batch: (batch, 3, settings.height, settings.width)  # noqa: E731
     profile = builder.create_optimization_profile()
-    profile.set_shape(name, shape(settings.min_batch), shape(settings.opt_batch), shape(settings.max_batch))
+    profile.set_shape(name, settings.input_shape(settings.min_batch), settings.input_shape(settings.opt_batch),
+                      settings.input_shape(settings.max_batch))
     config.add_optimization_profile(profile)
 
     try:

@@ -20,6 +20,13 @@ Contracts:
 - Targets are black boxes: only ``Engine.infer`` is called on them, ``settings.batch_size`` images at a time
   (the batches of the white-box evaluation, so the torch fp32 diagonal reproduces it bit for bit).
 - Every (target, engine, precision) gets a clean record of the same images beside its adversarial ones.
+- User models: ``models`` may map a name to a :class:`harness.targets.target.Target` instead of a loaded
+  built-in model. A source must be white-box (built-in or ``--torch``: its adapted boundary module is
+  attacked); a target is run through ``target_engine`` on the engine choices its kind runs (an ONNX file:
+  ort, trt; a plan: trt; a ``--torch`` model: torch) and its records carry ``target`` (kind, path or entry,
+  sha256, card). A source and a target of the same name are the same model (white box, the deployment gap):
+  the name is the card's ``name`` (default: the file stem or callable name), so a user's PyTorch model and
+  its ONNX export are matched by giving both cards the same name.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from harness.fileio import cache_dir
 from harness.metrics import ConfusionMatrix, Scores
 from harness.models import MODELS
 from harness.models.normalize import SegmentationModel
+from harness.targets.target import Target, target_engine, torch_model
 from reports.results import make_record
 
 DEFAULT_ATTACKS = "mifgsm,pgd20"
@@ -57,8 +65,15 @@ SOURCE_PRECISION = "fp32"
 # Provenance fields that must all match for stored examples to be reused (ids and labels are checked too).
 MATCH_FIELDS = ("source_model", "size", "checkpoint_sha256", "attack", "params", "seed", "batch_size", "device",
                 "data", "clean_images_sha256")
+# A user source's provenance also holds its target description (entry point, weights sha256, card), which must
+# match too: the same weights behind another card (mean/std, output name) are another model.
+TARGET_FIELD = "target"
+# The engines each kind of user target runs on (a built-in model runs on all of them).
+TARGET_ENGINES = {"builtin": ENGINES, "onnx": ("ort", "trt"), "plan": ("trt",), "torch": ("torch",)}
 
 LoadedModel = tuple[SegmentationModel, dict[str, Any]]
+# A built-in model as load_models loads it, or a Target (a user's model, or a built-in one named as a Target).
+TransferModel = LoadedModel | Target
 # on_work(kind, description, n): kind "gradients" (crafting) or "images" (engine inference).
 WorkCallback = Callable[[str, str, int], None]
 
@@ -169,30 +184,41 @@ def load_models(names: Sequence[str], data: SegmentationData, size: str = "reduc
 
 
 def example_provenance(source_name: str, source: Mapping[str, Any], data: SegmentationData, attack: Attack,
-                       settings: TransferSettings) -> dict[str, Any]:
+                       settings: TransferSettings, target: Target | None = None) -> dict[str, Any]:
     """The provenance stored with crafted examples: the fields of ``attack --save-adv`` plus the hash of the
-    clean images (a folder or VOC image edited in place keeps its id but must not reuse old examples)."""
-    return {"attack": attack.name, "params": attack.params(), "seed": settings.seed,
-            "batch_size": settings.batch_size, "device": str(settings.device), "source_model": source_name,
-            "size": source.get("size", settings.size),
-            "checkpoint": source.get("checkpoint") or source.get("weights"),
-            "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__,
-            "clean_images_sha256": hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()}
+    clean images (a folder or VOC image edited in place keeps its id but must not reuse old examples), and
+    for a user's source (``target`` not a built-in model) its description under ``"target"``."""
+    provenance = {"attack": attack.name, "params": attack.params(), "seed": settings.seed,
+                  "batch_size": settings.batch_size, "device": str(settings.device), "source_model": source_name,
+                  "size": source.get("size", settings.size),
+                  "checkpoint": source.get("checkpoint") or source.get("weights"),
+                  "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__,
+                  "clean_images_sha256": hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()}
+    if target is not None and target.kind != "builtin":
+        provenance[TARGET_FIELD] = target.describe()
+    return provenance
+
+
+def _matching(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance fields that must match (the target description only where there is one, so the keys of
+    built-in models' examples stay what they were)."""
+    return {k: provenance[k] for k in (*MATCH_FIELDS, TARGET_FIELD) if k in provenance}
 
 
 def example_path(provenance: Mapping[str, Any], ids: Sequence[str]) -> Path:
     """Where the examples of this provenance live: one file per distinct matching key."""
-    wanted = {k: provenance[k] for k in MATCH_FIELDS} | {"ids": list(ids)}
+    wanted = _matching(provenance) | {"ids": list(ids)}
     key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
     label = provenance["attack"] + (f"-{provenance['params']['steps']}" if "steps" in provenance["params"] else "")
-    name = f"{provenance['source_model']}--{provenance['size']}--{label}--eps{provenance['params']['eps']:g}--{key}.npz"
+    size = provenance["size"] or provenance.get(TARGET_FIELD, {}).get("kind", "user")
+    name = f"{provenance['source_model']}--{size}--{label}--eps{provenance['params']['eps']:g}--{key}.npz"
     return cache_dir() / "adversarial" / name
 
 
 def provenance_matches(stored: AdversarialSet, provenance: Mapping[str, Any], data: SegmentationData) -> bool:
     """True when ``stored`` was made from exactly these weights, attack settings, images and labels."""
     # Compare through JSON, as the stored document went through it (tuples become lists, etc.).
-    wanted = json.loads(json.dumps({k: provenance[k] for k in MATCH_FIELDS}))
+    wanted = json.loads(json.dumps({k: provenance.get(k) for k in (*MATCH_FIELDS, TARGET_FIELD)}))
     return (all(stored.provenance.get(k) == v for k, v in wanted.items())
             and stored.ids == list(data.ids)
             and np.array_equal(stored.labels, data.labels)
@@ -200,12 +226,14 @@ def provenance_matches(stored: AdversarialSet, provenance: Mapping[str, Any], da
 
 
 def adversarial_examples(source_name: str, loaded: LoadedModel, data: SegmentationData, attack: Attack,
-                         settings: TransferSettings, on_work: WorkCallback | None = None) -> ExampleSet:
+                         settings: TransferSettings, on_work: WorkCallback | None = None,
+                         target: Target | None = None) -> ExampleSet:
     """The examples of ``attack`` on ``source_name`` for every image of ``data``: the stored ones when their
     provenance matches (see the module docstring), else crafted now (``evaluate_attack``, which moves the
-    model to ``settings.device``) and stored atomically."""
+    model to ``settings.device``) and stored atomically. ``target``: the source's Target when it is a user's
+    model (``loaded`` is then its ``torch_model``), so its card and entry point are part of the provenance."""
     model, source = loaded
-    provenance = example_provenance(source_name, source, data, attack, settings)
+    provenance = example_provenance(source_name, source, data, attack, settings, target)
     path = example_path(provenance, data.ids)
     if path.is_file():
         try:
@@ -243,44 +271,81 @@ def engine_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_cl
     return confusion.scores(), engine.seconds - before
 
 
-def run_transfer(models: Mapping[str, LoadedModel], sources: Sequence[str], targets: Sequence[str],
+def target_choices(name: str, model: TransferModel, choices: Sequence[EngineChoice]) -> list[EngineChoice]:
+    """The engine choices target ``name`` runs on: all for a built-in model, those of its kind for a user's
+    (an ONNX file: ort, trt; a plan: trt; a --torch model: torch); HarnessError when none is left."""
+    kind = model.kind if isinstance(model, Target) else "builtin"
+    kept = [c for c in choices if c.engine in TARGET_ENGINES[kind]]
+    if not kept:
+        what = {"onnx": "an ONNX file", "plan": "a TensorRT plan", "torch": "a --torch model"}.get(kind, kind)
+        raise HarnessError(f"target {name} is {what}: it runs on --engines {','.join(TARGET_ENGINES[kind])}, and "
+                           f"none of {', '.join(c.label for c in choices)} is one of them")
+    return kept
+
+
+def check_sources(models: Mapping[str, TransferModel], sources: Sequence[str]) -> None:
+    """HarnessError (one line) for a source that has no PyTorch model to craft examples on."""
+    for name in sources:
+        model = models[name]
+        if isinstance(model, Target) and not model.white_box:
+            raise HarnessError(f"source {name} is {'an ONNX file' if model.kind == 'onnx' else 'a TensorRT plan'}: "
+                               "examples are crafted white-box on a PyTorch model (--sources NAME or "
+                               "--source-torch MODULE:CALLABLE); give it as a target instead")
+
+
+def run_transfer(models: Mapping[str, TransferModel], sources: Sequence[str], targets: Sequence[str],
                  choices: Sequence[EngineChoice], attacks: Sequence[Attack], data: SegmentationData,
-                 settings: TransferSettings, on_work: WorkCallback | None = None) -> TransferResult:
+                 settings: TransferSettings, on_work: WorkCallback | None = None, *,
+                 target_models: Mapping[str, Target] | None = None) -> TransferResult:
     """Craft (or reuse) the examples of every (source, attack), then evaluate every target on every engine
-    choice: the clean images, then every example set. ``models`` must hold every source and target.
+    choice it runs on (:func:`target_choices`): the clean images, then every example set. ``models`` must
+    hold every source and target: a loaded built-in model or a Target (see the module docstring);
+    ``target_models`` holds the targets that share their name with a source but are another artifact of that
+    model (a user's ONNX export of a ``--torch`` source): a target is looked up there first.
 
     Records (DESIGN.md): per (target, choice) one clean record (``attack: "none"``) and one adversarial
     record per (source, attack) with ``source_model``, ``source_engine`` ("torch"), ``source_precision``
-    ("fp32") and ``white_box`` (source == target). Raises HarnessError before any work when an engine cannot
-    run here.
+    ("fp32") and ``white_box`` (source == target); a user's target adds ``target`` and a user's source
+    ``source_target`` (its description). Raises HarnessError before any work when an engine cannot run here,
+    a source has no PyTorch model, or a target runs on none of the choices.
     """
-    missing = [name for name in (*sources, *targets) if name not in models]
+    target_models = target_models or {}
+    missing = [name for name in sources if name not in models] + [
+        name for name in targets if name not in models and name not in target_models]
     if missing:
         raise HarnessError(f"model {missing[0]} was not loaded")
     check_engines(choices, settings.engine_device)
-    if settings.calibration is None and any(c.precision == "int8" and c.engine != "torch" for c in choices):
+    check_sources(models, sources)
+    # A built-in model given as a Target is loaded here, so all built-in models run the same way below.
+    models = {name: _loaded(model, data) for name, model in models.items() if name in (*sources, *targets)}
+    evaluated = {name: _loaded(target_models[name], data) if name in target_models else models[name]
+                 for name in targets}
+    runs = {name: target_choices(name, evaluated[name], choices) for name in targets}
+    if settings.calibration is None and any(c.precision == "int8" and c.engine != "torch"
+                                            for kept in runs.values() for c in kept):
         raise HarnessError("int8 needs calibration images (TransferSettings.calibration)")
     result = TransferResult([])
     start = time.perf_counter()
     for name in sources:
+        model = models[name]
+        user = model if isinstance(model, Target) else None
+        loaded = model if user is None else torch_model(user, data)
         for attack in attacks:
-            example_set = adversarial_examples(name, models[name], data, attack, settings, on_work)
+            example_set = adversarial_examples(name, loaded, data, attack, settings, on_work, target=user)
             result.example_sets[name, attack.label] = example_set
     result.craft_seconds = time.perf_counter() - start
     start = time.perf_counter()
     clean_images = data.tensors(slice(None))[0].numpy()
     labels = data.labels
     for target in targets:
-        model, source = models[target]
-        for choice in choices:
+        model = evaluated[target]
+        for choice in runs[target]:
             calibration = settings.calibration if choice.precision == "int8" else None
-            with create_engine(choice.engine, model, source, data, precision=choice.precision,
-                               device=settings.engine_device, calibration=calibration,
-                               max_batch=settings.batch_size) as engine:
-                info = engine.info.as_dict()
+            engine, identity = _target_engine(model, choice, data, settings, calibration)
+            with engine:
                 common = {"model": target, "engine": choice.engine, "precision": choice.precision,
-                          "n_images": len(data), "size": source.get("size", settings.size),
-                          "data": data.describe(), "weights_sha256": source["sha256"], "engine_info": info}
+                          "n_images": len(data), **identity, "data": data.describe(),
+                          "engine_info": engine.info.as_dict()}
                 scores, seconds = engine_scores(engine, clean_images, labels, data.num_classes, settings.batch_size)
                 result.records.append(make_record(**common, attack="none", params={}, scores=scores,
                                                   queries=len(data), seconds=seconds))
@@ -290,13 +355,32 @@ def run_transfer(models: Mapping[str, LoadedModel], sources: Sequence[str], targ
                     scores, seconds = engine_scores(engine, example_set.examples.images, labels, data.num_classes,
                                                     settings.batch_size)
                     attack = example_set.attack
+                    source = models[source_name]
+                    user_source = {"source_target": source.describe()} if isinstance(source, Target) else {}
                     result.records.append(make_record(
                         **common, attack=attack.name, params={**attack.params(), "seed": settings.seed},
                         scores=scores, queries=len(data), seconds=seconds, source_model=source_name,
                         source_engine=SOURCE_ENGINE, source_precision=SOURCE_PRECISION,
                         white_box=source_name == target,
-                        examples_sha256=example_set.examples.provenance.get("images_sha256")))
+                        examples_sha256=example_set.examples.provenance.get("images_sha256"), **user_source))
                     if on_work is not None:
                         on_work("images", f"{target} on {choice.label}", len(data))
     result.eval_seconds = time.perf_counter() - start
     return result
+
+
+def _loaded(model: TransferModel, data: SegmentationData) -> TransferModel:
+    return torch_model(model, data) if isinstance(model, Target) and model.kind == "builtin" else model
+
+
+def _target_engine(model: TransferModel, choice: EngineChoice, data: SegmentationData, settings: TransferSettings,
+                   calibration: SegmentationData | None) -> tuple[Engine, dict[str, Any]]:
+    """The engine (not yet entered) of one target on one choice, and the record fields that identify it."""
+    if isinstance(model, Target):  # a user's model (built-in Targets were loaded by run_transfer)
+        engine = target_engine(model, choice.engine, choice.precision, settings.engine_device, data,
+                               calibration=calibration, max_batch=settings.batch_size)
+        return engine, {"size": None, "weights_sha256": model.sha256, "target": model.describe()}
+    network, source = model
+    engine = create_engine(choice.engine, network, source, data, precision=choice.precision,
+                           device=settings.engine_device, calibration=calibration, max_batch=settings.batch_size)
+    return engine, {"size": source.get("size", settings.size), "weights_sha256": source["sha256"]}
