@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.targets.adapter import check_logits
 
 if TYPE_CHECKING:
     from harness.targets.adapter import Adapter
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 RANGE_TOLERANCE = 1e-4
 # The FCN backbones downsample by 32: smaller images leave empty feature maps.
 MIN_SIDE = 32
-# Per-pixel sums of scores within this of 1 (and every score in [0, 1]) are probabilities, not logits.
-PROBABILITY_SUM = 5e-2
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class Engine(ABC):
             if self._adapter is not None:
                 out = self._adapter.to_logits_numpy(out, size)
             elif self.card is not None and start == 0:
-                check_plain_logits(out)  # a card at the boundary: its claim "logits" checked once
+                check_logits(out)  # a card at the boundary: its claim "logits" checked once
             if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != batch.shape[2:]:
                 raise HarnessError(f"{type(self).__name__} returned logits of shape {out.shape} for images of "
                                    f"shape {batch.shape}; expected (N, K, H, W) at the input's resolution"
@@ -158,18 +157,6 @@ def _card_hint(got: tuple[int, ...], fed: tuple[int, ...]) -> str:
     if len(got) == 4 and got[0] == fed[0] and got[2] <= fed[2] and got[3] <= fed[3]:
         return "; the model's scores are at a lower resolution: set output.resolution = reduced in the model card"
     return "; check output.layout and output.kind in the model card"
-
-
-def check_plain_logits(out: np.ndarray) -> None:
-    """HarnessError when "logits" of a boundary card are every pixel's probabilities (all in [0, 1], summing to
-    1 over the classes): taken as logits they would give a wrong loss without any error."""
-    if out.ndim != 4 or out.shape[1] < 2 or out.dtype.kind != "f":
-        return
-    lo, hi = float(out.min()), float(out.max())
-    if lo >= 0.0 and hi <= 1.0 and float(np.abs(out.sum(axis=1, dtype=np.float64) - 1.0).max()) <= PROBABILITY_SUM:
-        raise HarnessError("the model's output contradicts its card: output.kind = logits, but every pixel's scores "
-                           "lie in [0, 1] and sum to 1 over the classes: probabilities; set output.kind = "
-                           "probabilities")
 
 
 def engine_predictor(engine: Engine) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -370,3 +370,9 @@ def cache_dir() -> Path:
     """The harness cache: ``$HARNESS_CACHE`` if set, else ``~/.cache/harness``."""
     env = os.environ.get("HARNESS_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "harness"
+
+
+def file_stem(name: str) -> str:
+    """``name`` (a model or card name: any printable text) as a safe file-name part: letters, digits, ``._-``
+    kept, everything else ``_``, no leading dot, at most 100 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100] or "model"

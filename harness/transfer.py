@@ -31,7 +31,6 @@ Contracts:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -49,14 +48,13 @@ from engines.factory import create_engine, resolve_device
 from harness.attacks import Attack, attacks_from_names
 from harness.attacks.evaluation import evaluate_attack
 from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
-from harness.commands.common import load_model
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
-from harness.fileio import cache_dir
+from harness.fileio import cache_dir, file_stem
 from harness.metrics import ConfusionMatrix, Scores
 from harness.models import MODELS
 from harness.models.normalize import SegmentationModel
-from harness.targets.target import Target, target_engine, torch_model
+from harness.targets.target import Target, builtin_target, target_engine, torch_model
 from reports.results import make_record
 
 DEFAULT_ATTACKS = "mifgsm,pgd20"
@@ -175,11 +173,10 @@ def check_engines(choices: Sequence[EngineChoice], engine_device: str | None = N
 
 
 def load_models(names: Sequence[str], data: SegmentationData, size: str = "reduced") -> dict[str, LoadedModel]:
-    """The cached checkpoint of each model trained on ``data``'s data set, as ``load_model`` loads it."""
+    """The cached checkpoint of each model trained on ``data``'s data set, as ``torch_model`` loads it."""
     loaded = {}
     for name in dict.fromkeys(names):
-        args = argparse.Namespace(model=name, size=size, checkpoint=None, weights=None, data=data.name)
-        loaded[name] = load_model(args, data, name)
+        loaded[name] = torch_model(builtin_target(name, size, None, None, data), data)
     return loaded
 
 
@@ -211,7 +208,7 @@ def example_path(provenance: Mapping[str, Any], ids: Sequence[str]) -> Path:
     key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
     label = provenance["attack"] + (f"-{provenance['params']['steps']}" if "steps" in provenance["params"] else "")
     size = provenance["size"] or provenance.get(TARGET_FIELD, {}).get("kind", "user")
-    name = f"{provenance['source_model']}--{size}--{label}--eps{provenance['params']['eps']:g}--{key}.npz"
+    name = f"{file_stem(provenance['source_model'])}--{size}--{label}--eps{provenance['params']['eps']:g}--{key}.npz"
     return cache_dir() / "adversarial" / name
 
 

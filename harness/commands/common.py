@@ -76,7 +76,7 @@ def _shown(text: str) -> str:
 _image_side = int_in(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
 
 
-def _image_size(text: str) -> int | ImageSize:
+def image_size_arg(text: str) -> int | ImageSize:
     """An argparse type: PX (a square side) or HEIGHTxWIDTH (e.g. 192x256), each side in the bounds of
     harness.limits; a square HxW is its side (one data set, one cache key)."""
     height, sep, width = text.lower().partition("x")
@@ -90,8 +90,8 @@ def _image_size(text: str) -> int | ImageSize:
     return image_size(*sides)
 
 
-_image_size.__name__ = f"integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] or HEIGHTxWIDTH"
-_image_size.interval = _image_side.interval  # type: ignore[attr-defined]  # each side's bounds
+image_size_arg.__name__ = f"integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] or HEIGHTxWIDTH"
+image_size_arg.interval = _image_side.interval  # type: ignore[attr-defined]  # each side's bounds
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +99,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", default="synthetic", choices=DATA_SOURCES,
                        help="built-in synthetic scenes (default), PASCAL VOC 2012, or an image+mask folder")
     group.add_argument("--data-root", help="folder of --data voc or --data folder (nothing is downloaded)")
-    group.add_argument("--image-size", type=_image_size, metavar="PX|HxW",
+    group.add_argument("--image-size", type=image_size_arg, metavar="PX|HxW",
                        help=f"image size in pixels: PX (square) or HEIGHTxWIDTH (voc/folder, e.g. 192x256), each "
                             f"side {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE}; images are scaled to cover it and centre-"
                             f"cropped (synthetic: square, at most {MAX_SYNTHETIC_IMAGE_SIZE}; default: 64 synthetic, "

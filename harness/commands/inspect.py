@@ -9,7 +9,7 @@ import os
 from rich.markup import escape
 from rich.table import Table
 
-from harness.commands.common import _image_size, console
+from harness.commands.common import console, image_size_arg
 from harness.data.sizes import height_width
 from harness.errors import HarnessError
 from harness.fileio import check_outputs
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="an ONNX file, or a TensorRT plan (.plan, .engine, .trt)")
     parser.add_argument("--card", metavar="OUT.toml",
                         help="write the guessed card here (every guessed or unknown line carries a comment)")
-    parser.add_argument("--probe-size", type=_image_size, metavar="PX|HxW",
+    parser.add_argument("--probe-size", type=image_size_arg, metavar="PX|HxW",
                         help="the probe image's size for a graph with a dynamic size (default 128x192)")
 
 

@@ -85,7 +85,8 @@ def target_from_args(args: argparse.Namespace, data: SegmentationData) -> Target
         return builtin_target(args.model, size or DEFAULT_SIZE, checkpoint, weights, data)
     card = load_card(card_file) if card_file is not None else None
     if overrides:
-        card = apply_overrides(card if card is not None else boundary_card(), overrides)
+        where = f"card {card_file} with --card-set" if card_file is not None else "--card-set"
+        card = apply_overrides(card if card is not None else boundary_card(), overrides, where=where)
     if kind == "onnx":
         return onnx_target(args.onnx, card, data)
     if kind == "plan":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from harness.commands.target_options import (
 )
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
+from harness.fileio import file_stem
 from harness.limits import MAX_BATCH, MAX_IMAGES, MAX_SEED
 from harness.models import MODELS
 from harness.targets.target import Target, builtin_target, torch_model
@@ -167,9 +167,8 @@ def save_examples(directory: str, target: Target, source: dict[str, Any], data: 
                   attack: Attack, evaluation: AttackEvaluation, args: argparse.Namespace) -> Path:
     """Write the adversarial images with their provenance to ``directory``; returns the file."""
     assert evaluation.adversarial is not None
-    # A card's name may hold any printable character: only a safe one goes into the file name.
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", target.name).lstrip(".") or "model"
-    name = f"{stem}--{target.size or target.kind}--{attack.label}--eps{attack.eps:g}--seed{args.seed}.npz"
+    name = (f"{file_stem(target.name)}--{target.size or target.kind}--{attack.label}--eps{attack.eps:g}"
+            f"--seed{args.seed}.npz")
     provenance = {"attack": attack.name, "params": attack.params(), "seed": args.seed,
                   "batch_size": args.batch_size, "device": str(args.device), "source_model": target.name,
                   "size": target.size, "checkpoint": source.get("checkpoint") or source.get("weights"),

@@ -26,6 +26,7 @@ from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.fileio import sha256_file
 from harness.models.weights import refuse_target_file
+from harness.targets.adapter import check_logits
 from harness.targets.card import ModelCard, boundary_card, require_resolved
 from harness.targets.torch_entry import entry_name, load_entry, parse_entry
 
@@ -324,9 +325,7 @@ def _probe(module: nn.Module, target: Target, data: SegmentationData) -> None:
     if not torch.isfinite(out).all():
         raise HarnessError(f"--torch {target.entry}: the model returns NaN or infinite scores (weights loaded?)")
     if target.card.is_boundary:  # the adapter checks every other card on each call
-        from engines.base import check_plain_logits
-
-        check_plain_logits(out.detach().cpu().numpy())
+        check_logits(out)
 
 
 # --- what the commands call ----------------------------------------------------------------------------------
