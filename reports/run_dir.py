@@ -1,9 +1,10 @@
 """Read a suite run directory back, checking every file against what harness/suite/runner.py writes.
 
 ``load_run(DIR)`` reads ``results.json`` (reports.results.validate_results, as ``check`` does),
-``suite.json``, and the optional ``data/pgd_sweep.json``, ``data/square_curves.json``,
-``data/examples.json`` + ``data/examples.npz``. Anything missing, unreadable, of the wrong type or out of
-range is one HarnessError naming the file and the field; nothing is rendered from a file that failed.
+``suite.json`` (with the user's ``targets`` and what was ``skipped`` on them, if any), and the optional
+``data/pgd_sweep.json``, ``data/square_curves.json``, ``data/examples.json`` + ``data/examples.npz``.
+Anything missing, unreadable, of the wrong type or out of range is one HarnessError naming the file and
+the field; nothing is rendered from a file that failed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness.npzfile import load_arrays
 from harness.suite.config import CheckSpec
 from reports import schema
 from reports.results import read_results, validate_record
+from reports.tables import worst_case_wins
 
 EXAMPLE_ARRAYS = ("clean", "adversarial", "labels", "clean_pred", "adversarial_pred")
 MAX_EXAMPLES = 64  # Figure 2 draws every example: one row of five panels each
@@ -109,7 +111,29 @@ def validate_suite(doc: Any, where: str) -> dict[str, Any]:
     _maybe(doc, "phases", where, lambda v, w: schema.values(v, w, schema.non_negative))
     _maybe(doc, "trained", where, lambda v, w: schema.items(v, w, schema.string))
     _maybe(doc, "models", where, lambda v, w: schema.values(v, w, _model_entry))
+    _maybe(doc, "targets", where, lambda v, w: schema.values(v, w, _target_entry))
+    _maybe(doc, "skipped", where, lambda v, w: schema.items(v, w, _skip_entry))
     return doc
+
+
+def _target_entry(value: Any, where: str) -> dict[str, Any]:
+    """A user's target as the run described it: ``kind``, ``sha256`` strings, ``card`` an object."""
+    entry = schema.mapping(value, where)
+    for name in ("kind", "sha256"):
+        schema.string(schema.field(entry, name, where), f"{where}.{name}")
+    _maybe(entry, "path", where, schema.optional(_path))
+    _maybe(entry, "card", where, schema.mapping)
+    return entry
+
+
+def _skip_entry(value: Any, where: str) -> dict[str, Any]:
+    """What did not run on a target: ``model``, ``experiment``, ``reason`` strings (``engine``, ``precision``)."""
+    entry = schema.mapping(value, where)
+    for name in ("model", "experiment", "reason"):
+        schema.string(schema.field(entry, name, where), f"{where}.{name}", max_length=2000)
+    for name in ("engine", "precision"):
+        _maybe(entry, name, where, schema.string)
+    return entry
 
 
 def _model_entry(value: Any, where: str) -> dict[str, Any]:
@@ -231,8 +255,9 @@ def _check_examples(arrays: dict[str, np.ndarray], where: str, num_classes: int,
 
 def _check_experiment_fields(records: list[dict[str, Any]], where: str) -> None:
     """What the report's tables read beyond the schema: a Square record of the ``square`` experiment has its
-    ``init`` and ``queries`` parameters."""
+    ``init`` and ``queries`` parameters; a worst case's ``worst_case`` win counts are well formed."""
     for i, record in enumerate(records):
+        worst_case_wins(record, f"{where}: record {i}")
         if "square" in record.get("experiments", ()) and record["attack"] == "square":
             for name in ("init", "queries"):
                 if name not in record["params"]:

@@ -21,6 +21,7 @@ from harness.limits import MAX_POINTS
 from reports.regression import DEFAULT_TOLERANCE, compare, delta_table
 from reports.results import read_results
 from reports.run_dir import read_suite_check
+from reports.target_changes import target_changes
 
 HELP = "regression gate: compare results.json with a baseline; exit 0 pass, 1 regression, 2 bad input"
 
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
                          where=(f"baseline {baseline_path}", f"results {args.results}"))
     console.print(delta_table(comparison, f"{args.results} against {baseline_path} (values in %; "
                                           f"tolerance {tolerance:g} pt)"))
+    for note in target_changes(baseline, results):  # a user's changed model file is gated, and said so
+        _say(note)
     code, verdict = comparison.outcome(args.allow_new)
     if args.update_baseline:
         _say(verdict)

@@ -19,8 +19,8 @@ console.width = max(console.width, 140)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="suite file (TOML; default: the built-in default suite, "
-                        "harness/suite/default.toml)")
+    parser.add_argument("--config", metavar="FILE", help="suite file (TOML: built-in [models] and/or your own models "
+                        "as [[targets]] tables; default: the built-in default suite, harness/suite/default.toml)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME, NAME from the suite)")
 
 
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     recorded = load_run(out)
     report = render_report(recorded)
     print_tables(console, summary_tables(recorded))
+    for skip in result.skipped:  # what did not apply to a user's target, and why: never silently left out
+        console.print(f"not run: {skip.line}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"{len(result.records)} records in {out}/results.json; report {report}; "
                   f"{result.seconds:.0f} s", highlight=False)
     return 0

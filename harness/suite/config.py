@@ -1,19 +1,30 @@
 """Suite files: what a robustness suite runs, read from TOML and checked before any work starts.
 
-A suite file names the data, the models (and how to train the missing ones), the deployments
-(engines x precisions), the experiments with their parameters and image counts, and the tolerances
-of the regression check. Every section but ``[models]`` is optional; an experiment whose section
-is absent is not run. Contract of :func:`parse_suite`: it returns a fully validated
-:class:`SuiteConfig` or raises one HarnessError (exit code 2) whose one-line message names the
-file and the key, e.g. ``suite.toml: [whitebox] n_images: expected an integer >= 1, got 0``.
+A suite file names the data, the built-in models (and how to train the missing ones), the user's own
+models under test (``[[targets]]`` tables: an ONNX file, a TensorRT plan or a PyTorch entry point, each with
+an optional model card), the deployments (engines x precisions), the experiments with their parameters and
+image counts, and the tolerances of the regression check. Every section is optional but a suite needs
+``[models]`` or at least one ``[[targets]]`` table; an experiment whose section is absent is not run.
+
+Each target joins every experiment section of the suite that applies to it (the sections' model lists choose
+among the built-in models only): the clean evaluation on the deployment pairs its kind runs, Table 1 and the
+sweep when it is a PyTorch model, the Square Attack when its output has scores, and [transfer] as a target
+(and as a source when it is a PyTorch model). An experiment section that nothing can run is an error.
+
+Contract of :func:`parse_suite`: it returns a fully validated :class:`SuiteConfig` or raises one HarnessError
+(exit code 2) whose one-line message names the file and the key, e.g. ``suite.toml: [whitebox] n_images:
+expected an integer >= 1, got 0`` or ``robustness.toml: [[targets]] #1 (unet) onnx: no such file ...``.
+Target files are resolved against the suite file's folder, checked to exist, and cards are read and validated
+here, before any work; whether a file and its card fit together is checked when the run opens the target.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +55,11 @@ from harness.models import MODELS, SIZES
 
 MAX_SUITE_BYTES = 1 << 20  # a suite file is a short text; a larger one is not one (or never ends: /dev/zero)
 SECTIONS = ("data", "models", "deployment", "whitebox", "sweep", "square", "transfer", "examples", "check")
+TARGET_KEYS = ("onnx", "plan", "torch")  # exactly one per [[targets]] table: what the target is
+MAX_TARGETS = 32  # [[targets]] tables of one suite
+DEPLOYMENT_IMAGES = 16  # default images of the targets' clean evaluation on the deployment pairs
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # part of figure file names (reports.run_dir._NAME)
+_ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 WHITEBOX_COLUMNS_HELP = "fgsm, mifgsm-N or pgd-N"
 
 
@@ -59,7 +75,7 @@ class DataSpec:
 class ModelsSpec:
     """``epochs``/``lr``: per model, only where the suite overrides train's DEFAULT_SCHEDULE."""
 
-    names: tuple[str, ...]
+    names: tuple[str, ...] = ()  # empty: a suite of [[targets]] only, nothing is trained
     size: str = "reduced"
     epochs: dict[str, int] = field(default_factory=dict)
     lr: dict[str, float] = field(default_factory=dict)
@@ -69,13 +85,57 @@ class ModelsSpec:
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """One ``[[targets]]`` table: a model the user deploys. ``kind`` is the key that named it (onnx, plan, torch);
+    ``path`` the ONNX file or plan (absolute), ``entry`` the torch ``module:callable`` with its optional
+    ``weights`` file; ``precision``: what a plan was built at (plans only: it is the records' precision);
+    ``card`` the card file (absolute) or None, ``card_data`` its validated content (a
+    harness.targets.card.ModelCard). ``index``: the table's position in the file (1-based), for messages;
+    ``folder``: the suite file's folder, where relative names (and a torch entry's module) are looked up."""
+
+    name: str
+    kind: str
+    index: int
+    path: str | None = None
+    entry: str | None = None
+    weights: str | None = None
+    precision: str | None = None
+    card: str | None = None
+    card_data: Any = None
+    folder: str = "."
+
+    @property
+    def white_box(self) -> bool:
+        """A PyTorch model with scores: white-box attacks and transfer crafting can use it."""
+        return self.kind == "torch" and self.has_scores
+
+    @property
+    def has_scores(self) -> bool:
+        """False for a class-map output (card output.kind = "class_map"): score-based attacks do not apply."""
+        return self.card_data is None or self.card_data.has_scores
+
+    @property
+    def label(self) -> str:
+        return f"[[targets]] #{self.index} ({self.name})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable, the card as its ``as_dict()``."""
+        doc = asdict(replace(self, card_data=None))
+        doc["card_data"] = None if self.card_data is None else self.card_data.as_dict()
+        return doc
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
-    """Engines x precisions (torch runs fp32 only); the fp32 PyTorch model is always the reference."""
+    """Engines x precisions (torch runs fp32 only); the fp32 PyTorch model is always the reference.
+    ``n_images``: the images of each target's clean evaluation on its deployment pairs (built-in models are
+    evaluated on them by [transfer])."""
 
     engines: tuple[str, ...] = ("torch", "ort")
     precisions: tuple[str, ...] = ("fp32",)
     device: str | None = None  # None: each engine's default (cpu; cuda for trt)
     calibration_images: int = 64
+    n_images: int = DEPLOYMENT_IMAGES
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every (engine, precision) the engine can run, in file order: e.g. torch fp32, ort fp32, ort int8."""
@@ -171,10 +231,17 @@ class SuiteConfig:
     transfer: TransferSpec | None = None
     examples: ExamplesSpec | None = None
     check: CheckSpec = field(default_factory=CheckSpec)
+    targets: tuple[TargetSpec, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: recorded in the run's suite.json so that a report knows what was run."""
-        return asdict(self)
+        """JSON-serialisable: recorded in the run's suite.json so that a report knows what was run (a target's
+        card as its ``as_dict()``)."""
+        return {**asdict(replace(self, targets=())), "targets": [t.as_dict() for t in self.targets]}
+
+    @property
+    def white_box_names(self) -> tuple[str, ...]:
+        """Every model white-box attacks run on: the built-in models, then the torch targets."""
+        return self.models.names + tuple(t.name for t in self.targets if t.white_box)
 
 
 def default_suite_path() -> Path:
@@ -187,11 +254,13 @@ def load_suite(path: str | os.PathLike | None = None) -> SuiteConfig:
     builtin = path is None
     path = default_suite_path() if path is None else Path(path)
     text = read_text(path, MAX_SUITE_BYTES, "suite file ", "a short TOML text")
-    return parse_suite(text, path.name, "built-in default" if builtin else str(path))
+    return parse_suite(text, path.name, "built-in default" if builtin else str(path), path.parent)
 
 
-def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfig:
-    """The validated suite of TOML ``text``; ``where`` (a file name) prefixes every error message."""
+def parse_suite(text: str, where: str = "suite", source: str = "", base: str | os.PathLike | None = None
+                ) -> SuiteConfig:
+    """The validated suite of TOML ``text``; ``where`` (a file name) prefixes every error message; relative
+    file names of ``[[targets]]`` are taken from folder ``base`` (None: the current directory)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -209,21 +278,27 @@ def parse_suite(text: str, where: str = "suite", source: str = "") -> SuiteConfi
     batch_size = top.integer("batch_size", 16, maximum=MAX_BATCH)
     threads = top.integer("threads", None, maximum=MAX_THREADS)
     tables = {s: _Table(where, s, top.table(s)) for s in SECTIONS}
+    targets = _targets(top, where, Path.cwd() if base is None else Path(base))
     top.finish(allowed=SECTIONS)
     data = _data(tables["data"])
-    models = _models(tables["models"], where)
+    models = _models(tables["models"], where, targets)
     names = models.names
-    deployment = _deployment(tables["deployment"])
-    whitebox = _whitebox(tables["whitebox"], names) if "whitebox" in doc else None
-    sweep = _sweep(tables["sweep"], names) if "sweep" in doc else None
-    square = _square(tables["square"], names) if "square" in doc else None
-    transfer = _transfer(tables["transfer"], names) if "transfer" in doc else None
-    examples = _examples(tables["examples"], names, whitebox) if "examples" in doc else None
+    for target in targets:
+        if target.name in names:
+            raise HarnessError(f"{where}: {target.label} name: {target.name!r} is also in [models] names; "
+                               "a record's model must say which of the two it measured: rename the target")
+    white_box = names + tuple(t.name for t in targets if t.white_box)
+    deployment = _deployment(tables["deployment"], targets)
+    whitebox = _whitebox(tables["whitebox"], white_box, targets) if "whitebox" in doc else None
+    sweep = _sweep(tables["sweep"], names, targets) if "sweep" in doc else None
+    square = _square(tables["square"], names, targets) if "square" in doc else None
+    transfer = _transfer(tables["transfer"], names, targets) if "transfer" in doc else None
+    examples = _examples(tables["examples"], white_box, whitebox) if "examples" in doc else None
     check = _check(tables["check"])
     for table in tables.values():
         table.finish()
     return SuiteConfig(name, source or where, batch_size, threads, data, models, deployment, whitebox, sweep, square,
-                       transfer, examples, check)
+                       transfer, examples, check, targets)
 
 
 def _data(t: _Table) -> DataSpec:
@@ -242,9 +317,89 @@ def _data(t: _Table) -> DataSpec:
     return DataSpec(source, root, size, seed)
 
 
-def _models(t: _Table, where: str) -> ModelsSpec:
+def _targets(top: _Table, where: str, base: Path) -> tuple[TargetSpec, ...]:
+    """The ``[[targets]]`` tables in file order (see :class:`TargetSpec`)."""
+    tables = top._get("targets")
+    if tables is None:
+        return ()
+    if isinstance(tables, dict):
+        raise top.error("targets", "write one [[targets]] table per model (an array of tables), not [targets]")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise top.error("targets", f"expected [[targets]] tables, got {_shown(tables)}")
+    if len(tables) > MAX_TARGETS:
+        raise top.error("targets", f"{len(tables)} [[targets]] tables; at most {MAX_TARGETS}")
+    targets: list[TargetSpec] = []
+    for index, values in enumerate(tables, start=1):
+        target = _target(_Table(where, "", values, label=f"[[targets]] #{index}"), index, base)
+        if any(t.name == target.name for t in targets):
+            raise HarnessError(f"{where}: {target.label} name: {target.name!r} names an earlier [[targets]] table "
+                               "too; each target needs its own name (its records' model)")
+        targets.append(target)
+    return tuple(targets)
+
+
+def _target(t: _Table, index: int, base: Path) -> TargetSpec:
+    name = t.string("name", None)
+    if name is None:
+        raise t.error("name", "is required: the name of this model in the records (e.g. name = \"my-unet\"); "
+                              "the gate compares records by it, so it stays the same when the file changes")
+    if not _TARGET_NAME.fullmatch(name) or ".." in name or len(name) > MAX_NAME:
+        raise t.error("name", f"{_shown(name)} must be at most {MAX_NAME} letters, digits and . _ + - (it names "
+                              "the records and the figures' files)")
+    if name in MODELS:
+        raise t.error("name", f"{name!r} is a built-in model's name; a target needs a name of its own")
+    t.label = f"{t.label} ({name})"
+    given = [key for key in TARGET_KEYS if t.values.get(key) is not None]
+    if len(given) != 1:
+        got = f"got {' and '.join(given)}" if given else "got none"
+        raise t.error(given[-1] if given else "name", "give exactly one of onnx = \"FILE\", plan = \"FILE\" or "
+                                                      f"torch = \"module:callable\" ({got})")
+    kind = given[0]
+    path = entry = weights = None
+    if kind == "torch":
+        entry = t.string("torch", None)
+        assert entry is not None
+        if not _ENTRY.fullmatch(entry) or len(entry) > 1000:
+            raise t.error("torch", f"{_shown(entry)} is not MODULE:CALLABLE (e.g. \"mypackage.models:build\", "
+                                   "a function returning the torch.nn.Module)")
+        weights = t.file("weights", base)
+    else:
+        path = t.file(kind, base)
+        if t.values.get("weights") is not None:
+            raise t.error("weights", f"is read by torch = \"module:callable\" targets only (a {kind} file "
+                                     "carries its weights)")
+    precision = None
+    if kind == "plan":
+        precision = t.choice("precision", None, PRECISIONS["trt"])
+        if precision is None:
+            built = ", ".join(PRECISIONS["trt"])
+            raise t.error("precision", f"is required for a plan: the precision it was built at ({built}), the "
+                                       "records' precision")
+    elif t.values.get("precision") is not None:
+        raise t.error("precision", "is read by plan targets only (an ONNX file's precision is read from the file; "
+                                   "its variants are [deployment] precisions)")
+    card = t.file("card", base)
+    t.finish()
+    return TargetSpec(name, kind, index, path, entry, weights, precision, card,
+                      None if card is None else _card(t, card), str(base))
+
+
+def _card(t: _Table, path: str) -> Any:
+    """The validated card at ``path`` (harness.targets.card.load_card), with the suite's place in its message."""
+    from harness.targets.card import load_card  # the suite reads cards; a suite of built-in models needs none
+
+    try:
+        return load_card(path)
+    except HarnessError as e:
+        raise t.error("card", str(e)) from None
+
+
+def _models(t: _Table, where: str, targets: tuple[TargetSpec, ...]) -> ModelsSpec:
     if not t.values:
-        raise HarnessError(f"{where}: [models] is required: names = [...] of {', '.join(MODELS)}")
+        if targets:
+            return ModelsSpec()  # the user's targets only: nothing to train
+        raise HarnessError(f"{where}: a suite needs [models] names = [...] (of {', '.join(MODELS)}) or "
+                           "[[targets]] tables (name, and onnx, plan or torch)")
     names = t.choices("names", None, MODELS)
     epochs = t.per_model("epochs", names, positive_int=True)
     lr = t.per_model("lr", names, positive_int=False)
@@ -252,17 +407,26 @@ def _models(t: _Table, where: str) -> ModelsSpec:
                       t.integer("batch_size", 16, maximum=MAX_BATCH), t.integer("n_train", None, maximum=MAX_IMAGES))
 
 
-def _deployment(t: _Table) -> DeploymentSpec:
+def _deployment(t: _Table, targets: tuple[TargetSpec, ...]) -> DeploymentSpec:
     engines = t.choices("engines", ("torch", "ort"), ENGINES)
     precisions = t.choices("precisions", ("fp32",), tuple(PRECISIONS["ort"]))
     device = t.choice("device", None, DEVICES)
-    spec = DeploymentSpec(engines, precisions, device, t.integer("calibration_images", 64, maximum=MAX_IMAGES))
+    if not targets and t.values.get("n_images") is not None:  # ignored, it would give numbers of other images
+        raise t.error("n_images", "is the image count of the [[targets]]' clean evaluation, and the suite has no "
+                                  "[[targets]]; the built-in models are evaluated on the deployment by [transfer], "
+                                  "with its n_images")
+    spec = DeploymentSpec(engines, precisions, device, t.integer("calibration_images", 64, maximum=MAX_IMAGES),
+                          t.n_images(DEPLOYMENT_IMAGES))
     if not spec.pairs():
         raise t.error("precisions", f"no engine of {list(engines)} runs any of {list(precisions)}")
     return spec
 
 
-def _whitebox(t: _Table, names: tuple[str, ...]) -> WhiteboxSpec:
+def _whitebox(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> WhiteboxSpec:
+    """``names``: every white-box model (built-in and torch targets)."""
+    if not names:
+        raise t.error("columns", "white-box attacks need a PyTorch model, and the suite has none: "
+                                 f"{_no_torch(targets)}")
     columns = t.strings("columns", ("fgsm", "mifgsm-20", "pgd-20", "pgd-100"))
     for column in columns:
         t.check_attack_label("columns", column)
@@ -276,16 +440,23 @@ def _whitebox(t: _Table, names: tuple[str, ...]) -> WhiteboxSpec:
     return WhiteboxSpec(columns, t.n_images(16), t.eps(), t.seed(), skip)
 
 
-def _sweep(t: _Table, names: tuple[str, ...]) -> SweepSpec:
+def _sweep(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> SweepSpec:
+    """``names``: the built-in models; ``models`` chooses among them and the torch targets join."""
     models = t.choices("models", names[:1], names)
+    if not models and not any(target.white_box for target in targets):
+        raise t.error("models", f"the PGD sweep needs a PyTorch model, and the suite has none: {_no_torch(targets)}")
     steps = t.integers("steps", (20, 40, 60, 80, 100))
     if len(steps) > MAX_SWEEP_POINTS:
         raise t.error("steps", f"{len(steps)} counts; at most {MAX_SWEEP_POINTS}")
     return SweepSpec(models, tuple(sorted(steps)), t.n_images(16), t.eps(), t.seed())
 
 
-def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
+def _square(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> SquareSpec:
+    """``names``: the built-in models; ``models`` chooses among them and every target with scores joins."""
     models = t.choices("models", names[:1], names)
+    if not models and not any(target.has_scores for target in targets):
+        raise t.error("models", "the Square Attack needs scores, and every target of the suite outputs a class "
+                                "map (card output.kind = \"class_map\"): remove [square]")
     engine = t.choice("engine", "ort", ENGINES)
     precision = t.choice("precision", "fp32", PRECISIONS[engine])
     p_init = t.number("p_init", 0.05)
@@ -299,9 +470,14 @@ def _square(t: _Table, names: tuple[str, ...]) -> SquareSpec:
                       t.n_images(8), t.seed())
 
 
-def _transfer(t: _Table, names: tuple[str, ...]) -> TransferSpec:
+def _transfer(t: _Table, names: tuple[str, ...], user: tuple[TargetSpec, ...]) -> TransferSpec:
+    """``names``: the built-in models, which ``sources`` and ``targets`` choose among; every [[targets]] entry joins
+    the targets, and the torch ones the sources too."""
     sources = t.choices("sources", names, names)
     targets = t.choices("targets", names, names)
+    if not sources and not any(target.white_box for target in user):
+        raise t.error("sources", "transferred examples are crafted on a PyTorch model, and the suite has none: "
+                                 f"{_no_torch(user)}")
     attacks = t.strings("attacks", ("mifgsm-20", "pgd-20"))
     for attack in attacks:
         t.check_attack_label("attacks", attack)
@@ -309,10 +485,12 @@ def _transfer(t: _Table, names: tuple[str, ...]) -> TransferSpec:
 
 
 def _examples(t: _Table, names: tuple[str, ...], whitebox: WhiteboxSpec | None) -> ExamplesSpec:
-    model = t.choice("model", names[0], names)
+    """``names``: every white-box model (built-in and torch targets)."""
+    model = t.choice("model", names[0] if names else None, names)
     attack = t.string("attack", "pgd-20")
-    if whitebox is None or attack not in whitebox.columns or attack in whitebox.skip.get(model, ()):
-        raise t.error("attack", f"{attack!r} must be a [whitebox] column run on {model} (the examples are its images)")
+    if whitebox is None or model is None or attack not in whitebox.columns or attack in whitebox.skip.get(model, ()):
+        raise t.error("attack", f"{attack!r} must be a [whitebox] column run on {model or 'a PyTorch model'} "
+                                "(the examples are its images)")
     n = t.n_images(4)
     if n > whitebox.n_images:
         raise t.error("n_images", f"{n} is more than the {whitebox.n_images} images of [whitebox]")
@@ -330,15 +508,27 @@ def _check(t: _Table) -> CheckSpec:
     return CheckSpec(tolerance, per_attack)
 
 
-class _Table:
-    """Typed reads of one TOML table; every read key is remembered so that ``finish`` rejects the rest."""
+def _no_torch(targets: tuple[TargetSpec, ...]) -> str:
+    """Why the suite's targets give no white-box model, and what to do."""
+    kinds = sorted({t.kind for t in targets if t.kind != "torch"})
+    have = [f"its targets are {' and '.join(kinds)} files"] if kinds else []
+    if any(t.kind == "torch" for t in targets):
+        have.append("its torch targets output class maps (card output.kind = \"class_map\": no scores)")
+    return ", ".join(have + ["add [models] names = [...] or a [[targets]] table with torch = \"module:callable\", "
+                             "or remove the section"])
 
-    def __init__(self, where: str, name: str, values: dict[str, Any]) -> None:
+
+class _Table:
+    """Typed reads of one TOML table; every read key is remembered so that ``finish`` rejects the rest.
+    ``label`` names the table in messages (default ``[name]``; none for the top level)."""
+
+    def __init__(self, where: str, name: str, values: dict[str, Any], label: str | None = None) -> None:
         self.where, self.name, self.values = where, name, values
+        self.label = label if label is not None else (f"[{name}]" if name else "")
         self.read: set[str] = set()
 
     def error(self, key: str, message: str) -> HarnessError:
-        place = f"[{self.name}] {key}" if self.name else key
+        place = f"{self.label} {key}" if self.label else key
         return HarnessError(f"{self.where}: {place}: {message}")
 
     def _get(self, key: str) -> Any:
@@ -366,6 +556,22 @@ class _Table:
         if not isinstance(value, str) or not value:
             raise self.error(key, f"expected a non-empty string, got {value!r}")
         return value
+
+    def file(self, key: str, base: Path) -> str | None:
+        """The absolute path of an existing regular file named by ``key`` (relative to ``base``); None when absent."""
+        value = self.string(key, None)
+        if value is None:
+            return None
+        path = os.path.abspath(os.path.join(base, value))
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as e:  # missing, a name too long, a NUL byte, no permission
+            reason = "no such file" if isinstance(e, FileNotFoundError) else f"cannot be read ({error_line(e)})"
+            raise self.error(key, f"{_shown(value)}: {reason} (relative names are taken from the suite file's "
+                                  f"folder {base})") from None
+        if not stat.S_ISREG(mode):
+            raise self.error(key, f"{_shown(value)} is not a regular file")
+        return path
 
     def choice(self, key: str, default: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
         value = self.string(key, default)

@@ -8,7 +8,7 @@ interrupted one continues where it stopped, and anything else starts afresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,22 @@ SAVE_EVERY_ITERATIONS = 50  # an interrupted suite loses at most this many itera
 ProgressCallback = Callable[[str, int, int], None]
 
 
+@dataclass(frozen=True)
+class SquareSubject:
+    """One model the Square Attack runs against: its record name, what identifies it (``identity``: the
+    checkpoint's or the target file's sha256, the card too for a user's target: it keys the saved runs),
+    the engine and precision it runs on, how to open that engine, and the fields every record of it carries
+    (``size``, ``weights_sha256``, a user's ``target``...)."""
+
+    name: str
+    size: str | None
+    identity: str
+    engine: str
+    precision: str
+    open: Callable[[], Engine]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class SquareOutcome:
     """Records (per model: the clean record and one per init) and one curve document per model, the data of
@@ -46,29 +62,45 @@ def configs(spec: SquareSpec) -> list[SquareConfig]:
                          seed=spec.seed) for init in spec.inits]
 
 
-def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: SegmentationData,
-               device: str | None = None, calibration: SegmentationData | None = None, batch_size: int = 16,
+def builtin_subjects(models: Mapping[str, LoadedModel], spec: SquareSpec, data: SegmentationData,
+                     device: str | None = None, calibration: SegmentationData | None = None
+                     ) -> list[SquareSubject]:
+    """The built-in models of ``spec`` through ``spec.engine``/``spec.precision`` on ``device``."""
+    subjects = []
+    for name in spec.models:
+        model, source = models[name]
+
+        def open_engine(model: Any = model, source: Mapping[str, Any] = source) -> Engine:
+            return create_engine(spec.engine, model, source, data, precision=spec.precision, device=device,
+                                 calibration=calibration if spec.precision == "int8" else None)
+
+        subjects.append(SquareSubject(name, source["size"], source["sha256"], spec.engine, spec.precision,
+                                      open_engine, {"size": source["size"], "weights_sha256": source["sha256"]}))
+    return subjects
+
+
+def run_square(subjects: Sequence[SquareSubject], spec: SquareSpec, data: SegmentationData, batch_size: int = 16,
                on_progress: ProgressCallback | None = None) -> SquareOutcome:
-    """Square Attack on every model of ``spec`` through ``spec.engine``/``spec.precision`` on ``device``, with
-    the clean scores of the same images through the same engine (``batch_size`` images per call)."""
+    """Square Attack on every subject, once per init of ``spec``, with the clean scores of the same images
+    through the same engine (``batch_size`` images per call)."""
     images = data.tensors(slice(None))[0].numpy()
     labels = data.labels.astype(np.int64)
     outcome = SquareOutcome()
-    for name in spec.models:
-        model, source = models[name]
-        with create_engine(spec.engine, model, source, data, precision=spec.precision, device=device,
-                           calibration=calibration if spec.precision == "int8" else None) as engine:
+    for subject in subjects:
+        name = subject.name
+        with subject.open() as engine:
             info = engine.info.as_dict()
             clean, clean_seconds = engine_scores(engine, images, labels, data.num_classes, batch_size)
-            common = {"model": name, "engine": spec.engine, "precision": spec.precision, "n_images": len(data),
-                      "size": source["size"], "data": data.describe(), "weights_sha256": source["sha256"],
-                      "engine_info": info, "experiments": ["square"]}
+            common = {"model": name, "engine": subject.engine, "precision": subject.precision,
+                      "n_images": len(data), **subject.fields, "data": data.describe(), "engine_info": info,
+                      "experiments": ["square"]}
             outcome.records.append(make_record(**common, attack="none", params={}, scores=clean, queries=len(data),
                                                seconds=clean_seconds))
             curves = []
             for config in configs(spec):
-                context = run_context(name, source["size"], source["sha256"], info, data.describe(), len(data), config)
-                label = f"{name} {spec.engine} {spec.precision} {config.init}"
+                context = run_context(name, subject.size or "", subject.identity, info, data.describe(), len(data),
+                                      config)
+                label = f"{name} {subject.engine} {subject.precision} {config.init}"
                 state, reused = _run(engine, config, context, images, labels, label, on_progress, data.num_classes)
                 confusion = ConfusionMatrix(data.num_classes)
                 confusion.update(state.best_pred, labels)
@@ -79,7 +111,7 @@ def run_square(models: Mapping[str, LoadedModel], spec: SquareSpec, data: Segmen
                     engine_seconds=round(state.engine_seconds, 4), queries_per_image_max=int(state.queries.max()),
                     reused=reused))
                 curves.append({"params": config.as_dict(), "points": [vars(p) for p in state.curve]})
-        outcome.curves.append({"model": name, "size": source["size"], "engine": info, "data": data.describe(),
+        outcome.curves.append({"model": name, "size": subject.size, "engine": info, "data": data.describe(),
                                "n_images": len(data), "clean_pixel_accuracy": clean.pixel_accuracy, "curves": curves})
     return outcome
 

@@ -116,7 +116,7 @@ def test_a_bad_value_is_named_with_what_was_expected(extra, message):
 
 
 def test_models_are_required_and_must_exist():
-    with pytest.raises(HarnessError, match=r"\[models\] is required"):
+    with pytest.raises(HarnessError, match=r"a suite needs \[models\] names = \[...\] .* or \[\[targets\]\] tables"):
         parse_suite("name = 'x'", "custom.toml")
     with pytest.raises(HarnessError, match=r"\[models\] names: 'fcn-vgg99' is not one of"):
         parse_suite("[models]\nnames = ['fcn-vgg99']", "custom.toml")

@@ -40,6 +40,7 @@ n_images = 4
 models = ["fcn-resnet50"]
 queries = 6
 n_images = 2
+inits = ["vertical", "horizontal"]
 
 [examples]
 model = "fcn-resnet50"
