@@ -13,16 +13,11 @@ fp32 variant). The runner writes them into suite.json (``skipped``) and the cons
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
-import torch
 
 from engines.base import Engine
 from harness.data.base import SegmentationData
@@ -124,25 +119,7 @@ def _open(spec: TargetSpec, data: SegmentationData) -> OpenTarget:
     with _search_path(spec.folder):
         target = _named(torch_target(spec.entry, spec.weights, card, data), spec.name)
         module, source = torch_model(target, data)
-    return OpenTarget(spec, target, (module, {**source, "model": spec.name,
-                                              "sha256": _module_identity(target, module, data)}))
-
-
-def _module_identity(target: Target, module: torch.nn.Module, data: SegmentationData) -> str:
-    """What the stored adversarial examples of a torch target are keyed by: the weights file's sha256 does not
-    say everything its outputs depend on (the card's preprocessing, the user's code, weights a callable builds
-    itself), so the key also holds the card, the state dict's bytes, the module's structure and its scores on
-    one image. A change in any of them crafts the examples anew; an unchanged model reuses them."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({k: v for k, v in target.describe().items() if k != "path"}, sort_keys=True).encode())
-    digest.update(repr(module).encode())
-    for key, value in module.state_dict().items():
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(value.detach().cpu().float().numpy()).tobytes())
-    with torch.inference_mode():
-        scores = module(data.tensors(slice(0, 1))[0])
-    digest.update(np.round(scores.float().numpy(), 3).tobytes())
-    return digest.hexdigest()
+    return OpenTarget(spec, target, (module, {**source, "model": spec.name}))
 
 
 def own_pair(target: OpenTarget) -> tuple[str, str]:

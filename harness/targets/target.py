@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -297,14 +299,30 @@ def _load_torch(target: Target, data: SegmentationData) -> tuple[nn.Module, dict
         load_module_weights(module, target.path, f"--torch {target.entry}")
     module.eval()
     adapted = AdaptedModule(module, target.card, target.num_classes).eval()
-    _probe(adapted, target, data)
+    scores = _probe(adapted, target, data)
     return adapted, {"model": target.name, "size": None, "entry": target.entry,
-                     "weights": None if target.path is None else str(target.path), "sha256": target.sha256}
+                     "weights": None if target.path is None else str(target.path),
+                     "sha256": module_identity(target, adapted, scores)}
 
 
-def _probe(module: nn.Module, target: Target, data: SegmentationData) -> None:
-    """Run one image through ``module`` before any long work: a module that fails, or returns something other
-    than (1, K, H, W) logits at the image's size, is one line now instead of a crash later."""
+def module_identity(target: Target, module: nn.Module, scores: torch.Tensor) -> str:
+    """What identifies a ``--torch`` model for caches (stored adversarial examples, Square runs) and records: the
+    weights file's sha256 does not say everything its outputs depend on (the card's preprocessing, the user's
+    code, weights a callable builds itself), so this hashes the card, the module's structure, its state dict's
+    bytes and its ``scores`` on one probe image. A change in any of them crafts examples anew."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in target.describe().items() if k != "path"}, sort_keys=True).encode())
+    digest.update(repr(module).encode())
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(value.detach().cpu().float().numpy()).tobytes())
+    digest.update(np.round(scores.detach().cpu().float().numpy(), 3).tobytes())
+    return digest.hexdigest()
+
+
+def _probe(module: nn.Module, target: Target, data: SegmentationData) -> torch.Tensor:
+    """``module``'s scores on one image, run before any long work: a module that fails, or returns something
+    other than (1, K, H, W) logits at the image's size, is one line now instead of a crash later."""
     images, _ = data.tensors(slice(0, 1))
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
@@ -326,6 +344,7 @@ def _probe(module: nn.Module, target: Target, data: SegmentationData) -> None:
         raise HarnessError(f"--torch {target.entry}: the model returns NaN or infinite scores (weights loaded?)")
     if target.card.is_boundary:  # the adapter checks every other card on each call
         check_logits(out)
+    return out
 
 
 # --- what the commands call ----------------------------------------------------------------------------------
@@ -378,7 +397,8 @@ def target_engine(target: Target, engine: str, precision: str, device: str | Non
     if engine == "ort":
         from engines.ort_engine import OrtEngine
 
-        path = target.path if precision == "fp32" else _user_variant(target, precision, calibration).path
+        # The file itself only at its own precision: an fp16 file is never run as "fp32" (one line instead).
+        path = _user_variant(target, precision, calibration).path
         return OrtEngine(path, device=device, max_batch=max_batch, threads=threads, card=target.card)
     variant = _user_variant(target, precision, calibration)
     return _user_trt_engine(target, variant, precision, calibration, data, max_batch)

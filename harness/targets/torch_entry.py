@@ -91,18 +91,20 @@ def _import(module_name: str, entry: str) -> ModuleType:
 
 
 def _forget_stale(module_name: str) -> None:
-    """Drop a cached import of ``module_name`` whose file is no longer the one the search path finds (the same
-    process may run targets from several folders, e.g. the tests)."""
-    cached = sys.modules.get(module_name)
-    if cached is None or "." in module_name:
+    """Drop a cached import of ``module_name`` (with its package and the package's submodules) whose file is no
+    longer the one the search path finds (the same process may run targets from several folders, e.g. the tests)."""
+    top = module_name.split(".")[0]
+    cached = sys.modules.get(top)
+    if cached is None:
         return
     try:  # PathFinder searches sys.path itself; importlib.util.find_spec would answer from sys.modules
-        spec = importlib.machinery.PathFinder.find_spec(module_name, sys.path)
+        spec = importlib.machinery.PathFinder.find_spec(top, sys.path)
     except (ImportError, ValueError):
         spec = None
     origin = getattr(spec, "origin", None)
     if origin is not None and getattr(cached, "__file__", None) not in (None, origin):
-        del sys.modules[module_name]
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
 
 
 def _origin(module: ModuleType) -> str:
