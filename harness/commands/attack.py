@@ -13,7 +13,7 @@ from harness.attacks import (
     parse_attack_name,
 )
 from harness.commands.common import console, data_from_args, float_in, int_in, pixel_scale
-from harness.commands.target_options import add_target_arguments, target_from_args, target_title
+from harness.commands.target_options import WHITE_BOX_REFUSED, add_target_arguments, target_from_args, target_title
 from harness.commands.whitebox_common import (
     AttackNameChoices,
     add_run_arguments,
@@ -35,7 +35,7 @@ HELP = "attack a model white-box (FGSM, MI-FGSM, PGD, APGD, SegPGD, CosPGD, SEA)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser)
+    add_target_arguments(parser, refused=WHITE_BOX_REFUSED)
     parser.add_argument("--attack", required=True, choices=AttackNameChoices(), metavar="NAME",
                         help=f"the attack: {ATTACK_NAMES_HELP}; N: steps (or --steps)")
     parser.add_argument("--steps", type=int_in(1, MAX_STEPS), metavar="N",

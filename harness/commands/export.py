@@ -57,7 +57,7 @@ _NOT_EXPORTED = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser, required=False)
+    add_target_arguments(parser, required=False, refused=_NOT_EXPORTED)
     parser.add_argument("--all", action="store_true", help="export all four models (each needs its checkpoint)")
     group = parser.add_argument_group("export")
     group.add_argument("--format", default="onnx", choices=FORMATS,
@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        f"(default {DEFAULT_TRT_MAX_BATCH})")
     group = parser.add_argument_group("parity check")
     group.add_argument("--n-images", type=int_in(1, MAX_IMAGES), default=32, metavar="N",
-                       help=f"validation images compared with PyTorch, 1-{MAX_IMAGES} (default 32)")
+                       help=f"validation images compared with the reference (PyTorch; for --onnx your fp32 file), "
+                       f"1-{MAX_IMAGES} (default 32)")
     group.add_argument("--min-agreement", type=float_in(0, 100), metavar="PCT",
                        help="fail below this argmax agreement in %% (0-100) for every precision (default: "
                        + ", ".join(f"{p} {100 * v:g}" for p, v in DEFAULT_MIN_AGREEMENT.items()) + ")")

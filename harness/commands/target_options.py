@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
@@ -15,29 +15,39 @@ from harness.targets.target import Target, builtin_target, onnx_target, plan_tar
 
 TARGET_OPTIONS = {"model": "--model", "onnx": "--onnx", "plan": "--plan", "torch": "--torch"}
 DEFAULT_SIZE = "reduced"
+# What the --help of the white-box commands (attack, whitebox, sweep) says of the kinds they refuse.
+WHITE_BOX_REFUSED = {kind: f"white-box attacks need the PyTorch model; attack {what} with blackbox or transfer"
+                     for kind, what in (("onnx", "an ONNX file"), ("plan", "a TensorRT plan"))}
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, kinds: Sequence[str] = ("model", "onnx", "plan", "torch"),
-                         required: bool = True) -> None:
+                         required: bool = True, refused: Mapping[str, str] | None = None) -> None:
     """Add the target options of ``kinds`` (a subset of model, onnx, plan, torch; exactly one may be given,
-    and one must be when ``required``) and the options that complete them."""
+    and one must be when ``required``) and the options that complete them. ``refused`` maps a kind the command
+    takes only to refuse it in one line (e.g. white-box attacks and an ONNX file) to the reason its --help says."""
     unknown = [k for k in kinds if k not in TARGET_OPTIONS]
     assert not unknown, f"unknown target kinds {unknown}"
     group = parser.add_argument_group("model under test")
     which = group.add_mutually_exclusive_group(required=required)
+    refused = refused or {}
+
+    def helped(kind: str, text: str) -> str:
+        return f"refused here: {refused[kind]}" if kind in refused else text
+
     if "model" in kinds:
         which.add_argument("--model", choices=list(MODELS), metavar="NAME",
                            help=f"a built-in model: {', '.join(MODELS)}")
     if "onnx" in kinds:
-        which.add_argument("--onnx", metavar="FILE", help="your ONNX file (engines ort, trt); describe its I/O with "
-                                                          "--card (python -m harness inspect FILE writes one)")
+        which.add_argument("--onnx", metavar="FILE", help=helped("onnx", "your ONNX file (engines ort, trt); describe "
+                           "its I/O with --card (python -m harness inspect FILE writes one)"))
     if "plan" in kinds:
-        which.add_argument("--plan", metavar="FILE", help="your TensorRT plan (engine trt), with --card")
+        which.add_argument("--plan", metavar="FILE",
+                           help=helped("plan", "your TensorRT plan (engine trt), with --card"))
     if "torch" in kinds:
         which.add_argument("--torch", metavar="MODULE:CALLABLE",
-                           help="a function in your code (imported from the current directory) returning a "
-                                "torch.nn.Module; its weights with --weights; without --card it must take float32 "
-                                "RGB (N, 3, H, W) in [0, 1] and return logits (N, K, H, W)")
+                           help=helped("torch", "a function in your code (imported from the current directory) "
+                                       "returning a torch.nn.Module; its weights with --weights; without --card it "
+                                       "must take float32 RGB (N, 3, H, W) in [0, 1] and return logits (N, K, H, W)"))
     if "model" in kinds:
         group.add_argument("--size", choices=SIZES, help="--model's width: reduced (default) or paper")
         group.add_argument("--checkpoint", metavar="FILE",

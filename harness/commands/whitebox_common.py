@@ -24,6 +24,7 @@ from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
 from harness.attacks.store import save_adversarial
 from harness.commands.common import add_data_arguments, console, int_in, pixel_scale, seed_int
 from harness.commands.target_options import (
+    WHITE_BOX_REFUSED,
     add_target_arguments,
     given_kind,
     record_fields,
@@ -77,7 +78,7 @@ def add_row_arguments(parser: argparse.ArgumentParser, default_models: list[str]
     ``--torch``, ...; an ``--onnx``/``--plan`` target is refused at run time with what applies instead)."""
     parser.add_argument("--models", nargs="+", choices=list(MODELS), metavar="NAME",
                         help=f"{help_text} (default: {', '.join(default_models)})")
-    add_target_arguments(parser, required=False)
+    add_target_arguments(parser, required=False, refused=WHITE_BOX_REFUSED)
     parser.set_defaults(row_defaults=default_models)
 
 
