@@ -207,7 +207,7 @@ def test_a_unet_with_normalisation_outside_is_fed_normalised_images(in_workdir):
     from harness.data import load_data
     from harness.errors import HarnessError
     from harness.targets.card import load_card
-    from harness.targets.target import onnx_target, target_engine, torch_model, torch_target
+    from harness.targets.target import module_identity, onnx_target, target_engine, torch_model, torch_target
 
     data = load_data("folder", "val", "data", 64)
     target = torch_target("usermodels:unet", None, load_card("unet.toml"), data)
@@ -224,7 +224,10 @@ def test_a_unet_with_normalisation_outside_is_fed_normalised_images(in_workdir):
     with torch.no_grad():
         expected = unet((images - mean) / std)
         torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-5)
-    assert source["sha256"] == target.sha256 and source["entry"] == "usermodels:unet"
+    # The source is identified by more than the weights: card, structure, state dict and scores on one image.
+    with torch.no_grad():
+        identity = module_identity(target, model, model(images[:1]))
+    assert source["sha256"] == identity != target.sha256 and source["entry"] == "usermodels:unet"
     # Its ONNX export (normalisation still outside the graph) through ONNX Runtime and the same card.
     path = in_workdir / "unet.onnx"
     with torch.no_grad(), warnings.catch_warnings():
