@@ -25,6 +25,23 @@ from harness.models.normalize import SegmentationModel
 from harness.threads import set_threads
 from harness.training import TrainConfig, train_and_save
 
+
+def _register_test_module(name: str) -> None:
+    """Make tests/NAME.py importable as ``NAME`` (the tests are not a package, and importlib mode puts nothing on
+    sys.path): the one place test modules share builders from (onnx_conventions, user_models)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before exec: dataclasses look their module up while a class is made
+    spec.loader.exec_module(module)
+
+
+for _name in ("onnx_conventions", "user_models"):
+    _register_test_module(_name)
+
 # Short training keeps the suite fast: about 80-90 % pixel accuracy on the built-in data (the defaults reach 91-96 %).
 TEST_EPOCHS = {"fcn8s-vgg16": 6, "fcn16s-vgg16": 4, "fcn-resnet50": 5, "fcn-resnet101": 5}
 
@@ -143,20 +160,15 @@ def forge_npy_header(path: os.PathLike, name: str, shape: tuple[int, ...], descr
 def convention_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Any, Any]]:
     """``convention_onnx(name, num_classes=3)``: (path, card) of a real ONNX graph in one of the I/O conventions
     of tests/onnx_conventions.py (built once per session and name) and the model card that describes it."""
-    import importlib.util
+    import onnx_conventions
 
-    spec = importlib.util.spec_from_file_location("onnx_conventions",
-                                                  os.path.join(os.path.dirname(__file__), "onnx_conventions.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     folder = tmp_path_factory.mktemp("conventions")
     built: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def build(name: str, num_classes: int = 3) -> tuple[Any, Any]:
         if (name, num_classes) not in built:
-            built[(name, num_classes)] = module.build_convention(name, folder / f"{name}-{num_classes}.onnx",
-                                                                 num_classes)
+            path = folder / f"{name}-{num_classes}.onnx"
+            built[(name, num_classes)] = onnx_conventions.build_convention(name, path, num_classes)
         return built[(name, num_classes)]
 
     return build

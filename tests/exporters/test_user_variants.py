@@ -8,15 +8,15 @@ outside the graph, input ``input``), and the convention graphs of tests/onnx_con
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_conventions
 import pytest
+import user_models
 from onnx import numpy_helper
 
 from engines.ort_engine import OrtEngine
@@ -35,18 +35,6 @@ PARITY_IMAGES = 16
 CALIBRATION_IMAGES = 32
 
 
-def _load(name: str) -> object:
-    path = Path(__file__).parents[1] / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_h4", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-user_models = _load("user_models")
-conventions = _load("onnx_conventions")
 TWO_CLASS = ("sigmoid", "binary_logits")
 
 
@@ -151,7 +139,7 @@ def test_a_changed_byte_of_the_weights_gets_a_new_variant(user_model, val, calib
     assert user_onnx_variant(onnx_target(path, other, val), "int8", calibration).path != fresh.path
 
 
-@pytest.mark.parametrize("name", conventions.CONVENTIONS)
+@pytest.mark.parametrize("name", onnx_conventions.CONVENTIONS)
 def test_int8_variant_of_each_convention_keeps_its_io_and_passes_parity(name, convention_onnx, synthetic_train,
                                                                         synthetic_val):
     n = 2 if name in TWO_CLASS else 3

@@ -8,12 +8,12 @@ its ``torch.onnx.export``-ed file and one card naming both "unet": the same name
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import user_models
 
 from harness.attacks import make_attack
 from harness.errors import HarnessError
@@ -31,17 +31,6 @@ from harness.transfer import (
 N_IMAGES = 8
 
 
-def _load(name: str) -> object:
-    path = Path(__file__).parents[1] / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_h4", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-user_models = _load("user_models")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
+import onnx_conventions
 import onnxruntime
 import pytest
 from hypothesis import given, settings
@@ -28,17 +26,7 @@ from harness.targets.card import (
 )
 from harness.targets.onnx_io import GraphInfo, TensorInfo, check_card, read_graph_info
 
-
-def _conventions() -> ModuleType:
-    """tests/onnx_conventions.py (the convention_onnx fixture's builders), for the parametrisation."""
-    spec = importlib.util.spec_from_file_location("onnx_conventions", Path(__file__).parents[2] / "onnx_conventions.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CONVENTIONS = _conventions().CONVENTIONS
+CONVENTIONS = onnx_conventions.CONVENTIONS
 
 
 def test_read_graph_info_declared_io() -> None:

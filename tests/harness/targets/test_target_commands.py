@@ -7,13 +7,13 @@ whose normalisation is outside the model; a folder of 64x64 images with 3-class 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx_conventions
 import pytest
 import torch
 from PIL import Image
@@ -108,14 +108,6 @@ def in_workdir(workdir, monkeypatch):
 DATA = ["--data", "folder", "--data-root", "data", "--image-size", "64"]
 
 
-def _conventions():
-    """tests/onnx_conventions.py (not a package: loaded by path, as the convention_onnx fixture does)."""
-    spec = importlib.util.spec_from_file_location("onnx_conventions", Path(__file__).parents[2] / "onnx_conventions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _record(path: Path, attack: str = "none") -> dict:
     return next(r for r in json.loads(path.read_text())["results"] if r["attack"] == attack)
 
@@ -136,7 +128,7 @@ def test_eval_of_a_torch_entry_point_with_its_card(run_cli, in_workdir):
 
 
 def test_its_onnx_export_with_the_card_scores_the_same_on_ort(run_cli, in_workdir):
-    path, _ = _conventions().build_lraspp(in_workdir / "lraspp.onnx", num_classes=3)
+    path, _ = onnx_conventions.build_lraspp(in_workdir / "lraspp.onnx", num_classes=3)
     code, _, err = run_cli(["eval", "--onnx", str(path), "--card", "card.toml", *DATA, "--json", "onnx.json"])
     assert code == 0, err
     code, _, err = run_cli(["eval", "--torch", "usermodels:build", "--card", "card.toml", *DATA,
