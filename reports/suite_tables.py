@@ -10,7 +10,16 @@ from typing import Any
 
 from rich.table import Table
 
-from reports.tables import ReadableTable, deployment_gap_table, percent, robustness_table, transfer_table
+from harness.attacks.sanity import sanity_warnings
+from reports.tables import (
+    ReadableTable,
+    deployment_gap_table,
+    percent,
+    robustness_table,
+    sanity_table,
+    transfer_table,
+    wins_table,
+)
 
 
 def of_experiment(records: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
@@ -32,8 +41,18 @@ def table1(records: list[dict[str, Any]]) -> list[Table]:
     if not selected:
         return []
     what = f"eps {_eps(selected)}/255, PyTorch fp32, {_images(selected)} images"
+    wins = wins_table(f"Table 1: worst cases, images won per attack ({_images(selected)} images; pixel accuracy: the "
+                      "per-image minimum, mIoU: the greedy selection over images)", selected)
     return [robustness_table(f"Table 1: white-box attacks, pixel accuracy (%), {what}", selected, "pixel_accuracy"),
-            robustness_table(f"Table 1: white-box attacks, mIoU (%), {what}", selected, "mean_iou")]
+            robustness_table(f"Table 1: white-box attacks, mIoU (%), {what}", selected, "mean_iou"),
+            *([wins] if wins is not None else [])]
+
+
+def sanity(records: list[dict[str, Any]]) -> list[Table]:
+    """The AutoAttack-style sanity warnings (harness.attacks.sanity) over every record of the run; none: no table."""
+    table = sanity_table("Sanity checks: WARNING, results that a sound white-box evaluation never shows",
+                         sanity_warnings(records))
+    return [table] if table is not None else []
 
 
 def sweep(records: list[dict[str, Any]]) -> list[Table]:

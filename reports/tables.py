@@ -10,7 +10,9 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Column, Table
 from rich.text import Text
 
+from harness.errors import HarnessError
 from harness.metrics import Scores
+from reports import schema
 
 
 class ReadableTable(Table):
@@ -120,6 +122,57 @@ def robustness_table(title: str, records: list[dict[str, Any]], metric: str = "p
     return table
 
 
+def worst_case_wins(record: dict[str, Any], where: str) -> dict[str, dict[str, int]] | None:
+    """A worst-case record's win counts: ``{"pixel_accuracy": {member: images}, "mean_iou": {...}}``; None when the
+    record has no ``worst_case`` field; a HarnessError naming ``where`` when the field is malformed."""
+    if "worst_case" not in record:
+        return None
+    field = schema.mapping(record["worst_case"], f"{where}: worst_case")
+    wins = {}
+    for metric in ("pixel_accuracy", "mean_iou"):
+        name = f"{where}: worst_case.{metric}_wins"
+        counts = schema.values(schema.field(field, f"{metric}_wins", f"{where}: worst_case"), name,
+                               lambda v, w: schema.integer(v, w, minimum=0))
+        for member in counts:
+            schema.string(member, f"{name}: an attack name")
+        if sum(counts.values()) != record["n_images"]:
+            raise HarnessError(f"{name} counts {sum(counts.values())} images, but the record has {record['n_images']}")
+        wins[metric] = counts
+    return wins
+
+
+def wins_table(title: str, records: list[dict[str, Any]]) -> Table | None:
+    """Per worst-case record (``sea``, ``A+B``): how many images each member won for pixel accuracy (the per-image
+    minimum) and for mIoU (the greedy selection); None when no record is a worst case."""
+    rows = [(r, worst_case_wins(r, f"record {r['model']} {attack_label(r)}")) for r in records]
+    rows = [(r, w) for r, w in rows if w is not None]
+    if not rows:
+        return None
+    table = ReadableTable(title=title, key_columns=2)
+    for column in ("model", "attack", "member", "pixel acc wins", "mIoU wins"):
+        table.add_column(column, justify="right" if column.endswith("wins") else "left")
+    for i, (record, wins) in enumerate(rows):
+        if i:
+            table.add_section()
+        members = list(dict.fromkeys([*wins["pixel_accuracy"], *wins["mean_iou"]]))
+        for j, member in enumerate(members):
+            table.add_row(record["model"] if j == 0 else "", attack_label(record) if j == 0 else "", member,
+                          str(wins["pixel_accuracy"].get(member, 0)), str(wins["mean_iou"].get(member, 0)))
+    return table
+
+
+def sanity_table(title: str, warnings: list[Any]) -> Table | None:
+    """The sanity warnings (harness.attacks.sanity.SanityWarning) as a table of (check, warning); None when none."""
+    if not warnings:
+        return None
+    table = ReadableTable(title=title, key_columns=1)
+    table.add_column("check")
+    table.add_column("warning", overflow="fold")
+    for warning in warnings:
+        table.add_row(warning.kind, warning.message)
+    return table
+
+
 def transfer_table(title: str, records: list[dict[str, Any]], metric: str = "pixel_accuracy",
                    engine: str = "torch", precision: str = "fp32") -> Table:
     """The paper's Table 2 layout for one target engine/precision: rows = (source model, attack), columns =
@@ -180,3 +233,15 @@ def deployment_gap_table(title: str, records: list[dict[str, Any]], metric: str 
                     row.append(percent(value))
             table.add_row(model if j == 0 else "", label, *row)
     return table
+
+
+def attack_notes(title: str, records: list[dict[str, Any]]) -> list[Table]:
+    """What follows a table of attack results: the worst cases' win counts and the sanity warnings
+    (harness.attacks.sanity), each a table when there is something to show."""
+    from harness.attacks.sanity import sanity_warnings  # the attacks package (and torch) only when used
+
+    tables = [wins_table(f"{title}: worst cases, images won per attack (pixel accuracy: the per-image minimum, "
+                         "mIoU: the greedy selection over images)", records),
+              sanity_table(f"{title}: sanity checks, WARNING: results that a sound white-box evaluation never shows",
+                           sanity_warnings(records))]
+    return [t for t in tables if t is not None]

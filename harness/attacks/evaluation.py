@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness.attacks.base import Attack
+from harness.attacks.worst_case import WorstCase, WorstCaseResult, WorstCaseScores, WorstCaseTally
 from harness.data.base import SegmentationData
 from harness.metrics import ConfusionMatrix, Scores
 
@@ -30,6 +31,7 @@ class AttackEvaluation:
     attack_seconds: float
     clean_seconds: float
     adversarial: np.ndarray | None = None
+    worst_case: WorstCaseScores | None = None  # a WorstCase attack's selections; ``attacked`` is its scores
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -49,6 +51,7 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
     height, width = data.image_size
     kept = np.empty((len(data), 3, height, width), np.float32) if keep_adversarial else None
     queries, attack_seconds, clean_seconds = 0, 0.0, 0.0
+    tally = WorstCaseTally(attack.member_labels, data.num_classes) if isinstance(attack, WorstCase) else None
     for index, (images, labels) in enumerate(data.batches(batch_size)):
         images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
@@ -57,6 +60,9 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
         clean_seconds += time.perf_counter() - start
         result = attack(model, images, labels, seed=batch_seed(seed, index))
         queries += result.queries
+        if tally is not None:
+            assert isinstance(result, WorstCaseResult)
+            tally.add(result.predictions, labels)
         attack_seconds += result.seconds
         with torch.inference_mode():
             attacked.update(model(result.images).argmax(1), labels)
@@ -64,4 +70,6 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
             kept[index * batch_size:index * batch_size + len(images)] = result.images.cpu().numpy()
         if on_batch is not None:
             on_batch(len(images))
-    return AttackEvaluation(clean.scores(), attacked.scores(), queries, attack_seconds, clean_seconds, kept)
+    worst_case = tally.result() if tally is not None else None
+    return AttackEvaluation(clean.scores(), attacked.scores() if worst_case is None else worst_case.scores, queries,
+                            attack_seconds, clean_seconds, kept, worst_case)

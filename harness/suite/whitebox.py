@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engines.base import Engine
 from engines.factory import create_engine
-from harness.attacks import PGD, Attack
+from harness.attacks import PGD, Attack, WorstCase
+from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
+from harness.attacks.worst_case import WorstCaseScores, WorstCaseTally
 from harness.data.base import SegmentationData
+from harness.errors import HarnessError
 from harness.models.normalize import SegmentationModel
 from harness.suite.config import SweepSpec, WhiteboxSpec
 from harness.transfer import (
@@ -28,7 +33,10 @@ from harness.transfer import (
     WorkCallback,
     adversarial_examples,
     engine_scores,
+    example_path,
+    example_provenance,
     parse_attacks,
+    provenance_matches,
 )
 from reports.results import make_record
 
@@ -76,15 +84,59 @@ def run_whitebox(models: Mapping[str, LoadedModel], attacks: Mapping[str, Sequen
             outcome.records.append(make_record(**common, attack="none", params={}, scores=scores, queries=len(data),
                                                seconds=seconds))
             for attack in model_attacks:
-                example_set = adversarial_examples(name, models[name], data, attack, settings, on_work)
+                extra: dict[str, Any] = {}
+                if isinstance(attack, WorstCase):
+                    example_set, worst = worst_case_examples(name, models[name], engine, data, attack, settings,
+                                                             on_work)
+                    scores, extra = worst.scores, worst.record_fields()
+                else:
+                    example_set = adversarial_examples(name, models[name], data, attack, settings, on_work)
+                    scores, _ = engine_scores(engine, example_set.examples.images, data.labels, data.num_classes,
+                                              settings.batch_size)
                 outcome.sets[name, attack.label] = example_set
-                scores, _ = engine_scores(engine, example_set.examples.images, data.labels, data.num_classes,
-                                          settings.batch_size)
                 outcome.records.append(make_record(
                     **common, attack=attack.name, params={**attack.params(), "seed": settings.seed}, scores=scores,
                     queries=len(data) * attack.iterations, seconds=example_set.seconds,
-                    batch_size=settings.batch_size, reused=example_set.reused))
+                    batch_size=settings.batch_size, reused=example_set.reused, **extra))
     return outcome
+
+
+def worst_case_examples(name: str, loaded: LoadedModel, engine: Engine, data: SegmentationData, attack: WorstCase,
+                        settings: TransferSettings, on_work: WorkCallback | None = None
+                        ) -> tuple[ExampleSet, WorstCaseScores]:
+    """The worst case of ``attack``'s members on model ``name``, from the members' own example sets (crafted or
+    reused like any column's, so a member that is also a column is crafted once) scored through ``engine``.
+
+    The per-image minimum's images are stored as ``attack``'s example set (what ``adversarial_examples`` would
+    craft: every member runs with the same seeds); the scores are :class:`WorstCaseTally`'s (pixel accuracy
+    from that minimum, mIoU from the greedy selection over images).
+    """
+    member_sets = [adversarial_examples(name, loaded, data, member, settings, on_work) for member in attack.members]
+    tally = WorstCaseTally(attack.member_labels, data.num_classes)
+    for start in range(0, len(data), settings.batch_size):
+        batch = slice(start, start + settings.batch_size)
+        tally.add(np.stack([engine.infer(np.ascontiguousarray(s.examples.images[batch])).argmax(1)
+                            for s in member_sets]), data.labels[batch])
+    worst = tally.result()
+    images = np.stack([member_sets[m].examples.images[i] for i, m in enumerate(worst.accuracy_winner)])
+    provenance = example_provenance(name, loaded[1], data, attack, settings)
+    path = example_path(provenance, data.ids)
+    reused = all(s.reused for s in member_sets)
+    stored = _stored(path)
+    if stored is None or not provenance_matches(stored, provenance, data) or not np.array_equal(stored.images, images):
+        save_adversarial(path, images, data.labels, list(data.ids), provenance)
+        stored = load_adversarial(path)
+    example_set = ExampleSet(name, attack, stored, path, reused, sum(s.seconds for s in member_sets))
+    return example_set, worst
+
+
+def _stored(path: Path) -> AdversarialSet | None:
+    if not path.is_file():
+        return None
+    try:
+        return load_adversarial(path)
+    except HarnessError:
+        return None  # damaged: written again
 
 
 def example_arrays(model: SegmentationModel, source: Mapping[str, Any], example_set: ExampleSet,
