@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.attacks.evaluation import batch_seed
+from harness.attacks.pgd import PGD
 from harness.checkpoints import is_finite_number, is_integer, save_checkpoint
 from harness.data import data_key
 from harness.data.base import IGNORE_INDEX, SegmentationData
@@ -23,6 +27,55 @@ from harness.metrics import Scores
 from harness.models import build_model
 from harness.models.finite import first_non_finite
 from harness.models.weights import load_weights
+
+# Adversarial training's PGD: at most this many steps per batch (each costs a forward and backward pass).
+MAX_ADVERSARIAL_STEPS = 100
+
+
+@dataclass(frozen=True)
+class AdversarialTraining:
+    """PGD adversarial training (Madry et al. 2018): every batch's images are replaced by PGD-``steps`` examples
+    at radius ``eps`` (0-255 scale), step size 2.5 ε / steps, from a random start in the ε-ball."""
+
+    steps: int
+    eps: float
+    attack: str = "pgd"
+
+    def __post_init__(self) -> None:
+        if not is_integer(self.steps) or not 1 <= self.steps <= MAX_ADVERSARIAL_STEPS:
+            raise HarnessError(f"adversarial training steps must be an integer from 1 to {MAX_ADVERSARIAL_STEPS}, "
+                               f"got {self.steps!r}")
+        if not is_finite_number(self.eps) or not 0 < self.eps <= 255:
+            raise HarnessError(f"adversarial training eps must be a number in (0, 255] (8 means 8/255), "
+                               f"got {self.eps!r}")
+        if self.attack != "pgd":
+            raise HarnessError(f"adversarial training supports pgd only, got {self.attack!r}")
+
+    @property
+    def alpha(self) -> float:
+        return 2.5 * self.eps / self.steps
+
+    @property
+    def tag(self) -> str:
+        """What names a defended checkpoint beside the undefended one: ``adv-pgd3-eps8``."""
+        return f"adv-{self.attack}{self.steps}-eps{self.eps:g}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint metadata's ``train.adversarial``."""
+        return {"attack": self.attack, "steps": self.steps, "eps": float(self.eps), "alpha": self.alpha,
+                "random_start": True}
+
+    def attack_on(self) -> PGD:
+        return PGD(self.eps, self.steps, alpha=self.alpha, random_start=True)
+
+
+def parse_adversarial(text: str, eps: float) -> AdversarialTraining:
+    """``pgd-K`` (or ``pgdK``) and ε -> AdversarialTraining; HarnessError naming the accepted form otherwise."""
+    match = re.fullmatch(r"pgd-?(\d{1,9})", text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise HarnessError(f"--adversarial {text!r}: expected pgd-K, e.g. pgd-3 (PGD with K steps, "
+                           f"1-{MAX_ADVERSARIAL_STEPS})")
+    return AdversarialTraining(int(match[1]), eps)
 
 
 @dataclass
@@ -66,11 +119,21 @@ class StepReport:
 
 
 def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
-          on_step: Callable[[StepReport], None] | None = None) -> None:
+          on_step: Callable[[StepReport], None] | None = None,
+          adversarial: AdversarialTraining | None = None) -> None:
     """Train ``model`` in place with AdamW and a one-cycle schedule; leaves it in eval mode.
 
     Augmentation is a random horizontal flip. The loss is cross entropy over non-ignored pixels.
     Deterministic for a given seed on one machine and thread count.
+
+    With ``adversarial``, each (flipped) batch is replaced by its PGD examples before the weight update.
+    The attack runs with the model in eval mode and the update in train mode: the attack's K forward passes
+    then leave the BatchNorm running statistics alone (in train mode each of them would move the statistics
+    towards an intermediate iterate, K times per step) and draw no dropout noise, so PGD ascends the loss of the
+    deterministic network that is deployed and attacked at test time; the update's one forward pass in train
+    mode updates the statistics with the adversarial batch it trains on. Each step's PGD has its own seed
+    (from ``config.seed`` and the step), so the global random streams (flips, dropout) are those of standard
+    training.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -78,6 +141,7 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
+    pgd = adversarial.attack_on() if adversarial is not None else None
     model.train()
     for epoch in range(config.epochs):
         order = rng.permutation(len(data))
@@ -86,6 +150,11 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
             flip = torch.from_numpy(rng.random(len(images)) < 0.5)
             images[flip] = images[flip].flip(-1)
             labels[flip] = labels[flip].flip(-1)
+            if pgd is not None:
+                model.eval()
+                images = pgd(model, images, labels, seed=batch_seed(config.seed, epoch * steps_per_epoch + step)
+                             ).images
+                model.train()
             logits = model(images)
             if bool((labels != IGNORE_INDEX).any()):
                 loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
@@ -120,14 +189,17 @@ def train(model: nn.Module, data: SegmentationData, config: TrainConfig,
 def train_and_save(name: str, size: str, train_data: SegmentationData, val_data: SegmentationData,
                    config: TrainConfig, path: str | os.PathLike,
                    backbone_weights: str | None = None,
-                   on_step: Callable[[StepReport], None] | None = None) -> tuple[Scores, float]:
-    """Build, train, validate and checkpoint registry model ``name``; returns (val scores, train seconds)."""
+                   on_step: Callable[[StepReport], None] | None = None,
+                   adversarial: AdversarialTraining | None = None) -> tuple[Scores, float]:
+    """Build, train, validate and checkpoint registry model ``name``; returns (val scores, train seconds).
+    ``adversarial``: PGD adversarial training (see :func:`train`), recorded as the metadata's
+    ``train.adversarial`` (absent for standard training, so older checkpoints read the same)."""
     torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(name, train_data.num_classes, size)
     if backbone_weights:
         load_weights(model, name, backbone_weights)
     start = time.perf_counter()
-    train(model, train_data, config, on_step)
+    train(model, train_data, config, on_step, adversarial)
     seconds = time.perf_counter() - start
     scores = evaluate(model, val_data)
     ident = {k: v for k, v in train_data.describe().items() if k not in ("split", "n")}
@@ -135,7 +207,8 @@ def train_and_save(name: str, size: str, train_data: SegmentationData, val_data:
         "model": name, "size": size, "class_names": train_data.class_names, "data": ident,
         "data_key": data_key(train_data), "input_size": list(train_data.image_size),
         "train": {**asdict(config), "seconds": round(seconds, 1), "n_images": len(train_data),
-                  "backbone_weights": backbone_weights},
+                  "backbone_weights": backbone_weights,
+                  **({"adversarial": adversarial.as_dict()} if adversarial is not None else {})},
         "val_metrics": {"pixel_accuracy": scores.pixel_accuracy, "mean_iou": scores.mean_iou,
                         "per_class_iou": scores.per_class_iou, "n_images": len(val_data)},
     })
