@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 from harness.fileio import check_outputs
 from harness.targets.card import write_card
 from harness.targets.inspect import GUESSED, SURE, UNKNOWN, Inspection, inspect_file, iter_rows
-from harness.targets.onnx_io import shown
+from harness.targets.onnx_io import metadata_keys, shown
 
 HELP = "read an ONNX file or TensorRT plan, run one probe and guess its model card (sure / guessed / unknown)"
 _STYLE = {SURE: "green", GUESSED: "yellow", UNKNOWN: "red"}
@@ -63,7 +63,7 @@ def _print(inspection: Inspection) -> None:
         for t in tensors:
             summary.add_row(role, escape(t.name), t.dtype, escape(shown(t.shape)))
     console.print(summary)
-    keys = ", ".join(sorted(info.metadata)) or "none"
+    keys = metadata_keys(info)  # a foreign file's keys: control characters escaped, at most 20 shown
     console.print(f"opset {info.opset or '-'}, producer {escape(info.producer) or '-'}, metadata keys: {escape(keys)}",
                   highlight=False)
     if inspection.probe is not None:

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.targets.card import LUMA_WEIGHTS, TWO_CLASS_KINDS, ModelCard, require_resolved
+from harness.targets.card import (
+    LUMA_WEIGHTS,
+    NOT_REDUCED,
+    TWO_CLASS_KINDS,
+    ModelCard,
+    reduced_size_fits,
+    require_resolved,
+)
 
 LOG_CLAMP = 1e-12  # probabilities are clamped to it before the log: log(0) would be -inf
 RANGE_TOLERANCE = 1e-2  # probabilities / sigmoid values may overshoot [0, 1] by this (fp16 or int8 outputs)
@@ -221,8 +228,9 @@ class Adapter:
             hint = (f"; set output.resolution = reduced, or check output.layout (= {layout})"
                     if got[0] <= expected[0] and got[1] <= expected[1] else f"; check output.layout (= {layout})")
             raise _contradiction(f"output.resolution = input, but {what}{hint}")
-        if resolution == "reduced" and (got[0] > expected[0] or got[1] > expected[1]):
-            raise _contradiction(f"output.resolution = reduced, but {what}; check output.layout")
+        if resolution == "reduced" and not reduced_size_fits(got, expected):
+            why = "larger than the input" if got[0] > expected[0] or got[1] > expected[1] else NOT_REDUCED
+            raise _contradiction(f"output.resolution = reduced, but {what}: {why}; check output.layout")
 
     def _one_hot(self, out: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """One-hot float32 (N, K, H, W) of class map ``out`` (N, 1, h, w); ``values``: the same in the model's

@@ -195,6 +195,23 @@ class ModelCard:
         return self.output.kind != "class_map"
 
 
+NOT_REDUCED = ("not the input's size reduced by one stride on both axes (a fixed output size, or transposed or "
+               "flattened scores?)")
+
+
+def reduced_size_fits(got: Sequence[int], full: Sequence[int]) -> bool:
+    """Whether scores of (h, w) ``got`` can be the (H, W) ``full`` input at a reduced resolution: one stride s
+    (the same on both axes) with each side within 1.5 of H/s, W/s (a strided network's floor or ceil, padding).
+    A side larger than the input's, or an aspect that no common stride gives (a transposed or flattened
+    output: a layout error), does not fit."""
+    (h, w), (big_h, big_w) = got, full
+    if not (1 <= h <= big_h and 1 <= w <= big_w):
+        return False
+    low = max(big_h / (h + 1.5), big_w / (w + 1.5))
+    high = min(big_h / (h - 1.5) if h > 1.5 else math.inf, big_w / (w - 1.5) if w > 1.5 else math.inf)
+    return low <= high
+
+
 def boundary_card(class_names: Sequence[str] | None = None, name: str | None = None) -> ModelCard:
     """The card of a target whose I/O is the boundary (the built-in models), with ``class_names`` if given."""
     names = None if class_names is None else tuple(class_names)

@@ -6,8 +6,10 @@ conventions or the probe's values; the reason is given) or ``unknown`` (nothing 
 outside the graph, class names that no metadata gives). Nothing is guessed silently: the written card carries
 the reason as a comment on each guessed or unknown line, and the unknown fields are refused at use until edited.
 
-What cannot be adapted at all (several image inputs, 4 channels, a multi-label sigmoid, a tensor of rank 5...)
-is one HarnessError line saying so.
+What cannot be adapted at all (several image inputs, 4 channels, a multi-label sigmoid, a tensor of rank 5, a
+softmax the probe shows is not over the class axis, scores whose size is no strided reduction of the input's, a
+model whose outputs for one image change with the other images of its batch...) is one HarnessError line saying
+so. Contradictions between the guessed card and the graph's declared I/O (what eval checks first) are notes.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from onnx import numpy_helper
 
 from exporters.onnx_file import check_io, load_onnx, read_metadata
 from harness.errors import HarnessError, error_line
-from harness.targets.adapter import Adapter
+from harness.targets.adapter import SUM_TOLERANCE, Adapter
 from harness.targets.card import (
     DTYPES,
     MAX_CLASSES,
     MAX_SIDE,
+    NOT_REDUCED,
     CardError,
     InputSpec,
     ModelCard,
@@ -39,14 +42,18 @@ from harness.targets.card import (
     boundary_card,
     card_to_toml,
     preset,
+    reduced_size_fits,
 )
 from harness.targets.onnx_io import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     GraphInfo,
     TensorInfo,
+    check_card,
     image_input,
+    ort_message,
     read_graph_info,
+    session_source,
     shown,
     spatial_axes,
 )
@@ -62,7 +69,9 @@ _MAX_STEPS = 256  # operators followed from the input (or back from the output):
 _MAX_CONSTANT = 64  # elements of a per-channel normalisation constant
 _CONV_OPS = ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose")
 _SHAPE_OPS = ("Shape", "Size")  # read only the input's shape (e.g. to resize the logits back): not on the data path
-_PASS_OPS = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear")
+# Operators that keep the input's channels where they are (a Resize changes only the height and width): the
+# normalisation after them is still the input's.
+_PASS_OPS = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear", "Resize", "Upsample")
 _NORM_OPS = ("Sub", "Div", "Mul", "Add")
 _OUTPUT_PASS_OPS = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Resize", "Upsample",
                     "Slice", "QuantizeLinear", "DequantizeLinear")
@@ -98,11 +107,13 @@ class OutputStats:
 
 @dataclass(frozen=True)
 class Probe:
-    """One random [0, 1] image fed per the guessed card: the model-side input's shape and dtype, the outputs."""
+    """One random [0, 1] image fed per the guessed card: the model-side input's shape and dtype, the outputs;
+    ``batch_mixed``: the outputs whose values for that image changed when a second image shared its batch."""
 
     input_shape: tuple[int, ...]
     input_dtype: str
     outputs: tuple[OutputStats, ...]
+    batch_mixed: tuple[str, ...] = ()
 
     def output(self, name: str) -> OutputStats:
         return next(o for o in self.outputs if o.name == name)
@@ -169,7 +180,13 @@ def inspect_onnx(path: str | Path, probe_size: tuple[int, int] | None = None) ->
         size = guess.probe_size(probe_size)
         probe = run_probe(model, guess.probe_card(), size, path)
         guess.output_fields(probe)
-        return guess.result("onnx", probe)
+        inspection = guess.result("onnx", probe)
+    try:  # what eval will check first: said now, beside the table, rather than only when the card is used
+        check_card(inspection.card, info, str(path))
+    except HarnessError as e:
+        inspection = replace(inspection, notes=(*inspection.notes, f"the guessed card contradicts the graph's "
+                                                f"declared I/O, so eval refuses it until fixed: {e}"))
+    return inspection
 
 
 def inspect_plan(path: str | Path) -> Inspection:
@@ -486,6 +503,10 @@ class _Guess:
 
     def output_fields(self, probe: Probe | None) -> None:
         y = self._pick_output()
+        if probe is not None and y.name in probe.batch_mixed:
+            raise HarnessError(f"{self.label}: output {y.name!r} for one image changes when another image shares its "
+                               "batch (batch statistics, e.g. BatchNorm exported in training mode): every score would "
+                               "depend on the batch; not supported: export the model in eval mode")
         layout, channels = self._output_layout(y, probe)
         kind = self._kind(y, probe, layout, channels)
         self._resolution(y, probe, layout)
@@ -511,6 +532,13 @@ class _Guess:
             raise HarnessError(f"{self.label}: output {y.name!r} is {y.dtype}; the harness reads float scores or "
                                "an integer class map: not supported")
         if len(shape) == 3:
+            if probe is not None:
+                in_hw, out_hw = probe.input_hw(self.values["input.layout"]), (int(shape[1]), int(shape[2]))
+                if out_hw != in_hw and not reduced_size_fits(out_hw, in_hw):
+                    raise HarnessError(f"{self.label}: output {y.name!r} has shape {shown(shape)} for a {in_hw[0]}x"
+                                       f"{in_hw[1]} probe: rank 3, but not an (N, H, W) class map of the image (an "
+                                       "(N, H*W, K) sequence of per-pixel scores?); the harness reads (N, K, H, W) or "
+                                       "(N, H, W, K) scores or an (N, H, W) class map: not supported")
             self.set("output.layout", "NHW", SURE, f"rank 3 ({shown(y.shape)}): a class map without channel axis")
             return "NHW", 1
         if len(shape) != 4:
@@ -546,7 +574,7 @@ class _Guess:
         stats = probe.output(y.name) if probe is not None else None
         if stats is not None and not stats.finite:
             self.notes.append(f"the probe's output {y.name!r} holds NaN or infinity: check the input card")
-        kind, mark, why = _kind_of(y, op, stats, channels, layout)
+        kind, mark, why = _kind_of(y, op, stats, channels, layout, self.label)
         if kind == "sigmoid" and channels not in (None, 1):
             raise HarnessError(f"{self.label}: output {y.name!r} ends in Sigmoid over {channels} channels (multi-label "
                                "scores); the harness reads one sigmoid channel or per-pixel class scores: not "
@@ -571,8 +599,11 @@ class _Guess:
         seen = f"the probe's {in_hw[0]}x{in_hw[1]} input gave a {out_hw[0]}x{out_hw[1]} output"
         if out_hw == in_hw:
             self.set("output.resolution", "input", GUESSED, seen)
-        elif all(o <= i for o, i in zip(out_hw, in_hw, strict=True)):
+        elif reduced_size_fits(out_hw, in_hw):
             self.set("output.resolution", "reduced", GUESSED, seen + " (upsampled bilinearly to the labels)")
+        elif all(o <= i for o, i in zip(out_hw, in_hw, strict=True)):
+            raise HarnessError(f"{self.label}: {seen}: {NOT_REDUCED}; the harness reads scores at the input's "
+                               "resolution or a reduced one: not supported")
         else:
             raise HarnessError(f"{self.label}: {seen}, larger than the input; the harness reads scores at the input's "
                                "resolution or below: not supported")
@@ -648,8 +679,9 @@ def _spatial_fit(shape: Sequence[int | str], layout: str, in_hw: tuple[int, int]
 
 
 def _kind_of(y: TensorInfo, op: str | None, stats: OutputStats | None, channels: int | None,
-             layout: str) -> tuple[str, str, str]:
-    """(kind, mark, why) from the output's dtype, its last operator and the probe's values."""
+             layout: str, label: str) -> tuple[str, str, str]:
+    """(kind, mark, why) from the output's dtype, its last operator and the probe's values; HarnessError for a
+    softmax the probe shows is not over the class axis."""
     if y.dtype in INTEGER_DTYPES:
         return "class_map", SURE, f"the output is {y.dtype}: class ids"
     ends = f"the last operator is {op}" if op else "a plan hides its operators"
@@ -669,6 +701,14 @@ def _kind_of(y: TensorInfo, op: str | None, stats: OutputStats | None, channels:
         if op == "Sigmoid" or (in_unit and op is None):
             return "sigmoid", GUESSED, f"{ends}, one channel{seen}"
         return "binary_logits", GUESSED, f"{ends}, one channel without Sigmoid{seen}"
+    if op in ("Softmax", "LogSoftmax") and stats is not None:
+        got = sums if op == "Softmax" else exp_sums
+        if got is None or not (abs(got[0] - 1) <= SUM_TOLERANCE and abs(got[1] - 1) <= SUM_TOLERANCE):
+            span = "" if got is None else f" (per-pixel sums in [{got[0]:.4g}, {got[1]:.4g}])"
+            raise HarnessError(f"{label}: output {y.name!r} ends in a {op} that does not sum to 1 over the class axis "
+                               f"(axis {axis}){span}: a softmax over other axes (before opset 13, Softmax normalises "
+                               "everything from its axis on, e.g. C*H*W): not supported; re-export with "
+                               f"{op}(axis={axis}) at opset 13 or later, or without it (logits)")
     if op == "Softmax" or sums_to_one:
         return "probabilities", GUESSED, f"{ends}" + ("; the probe's scores sum to 1 over the classes"
                                                       if sums_to_one else "; check its axis")
@@ -738,9 +778,10 @@ def run_probe(model: onnx.ModelProto, card: ModelCard, size: tuple[int, int], pa
     options.intra_op_num_threads = onnx_runtime_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(session_source(model, path), options,
+                                               providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (or RuntimeError) for a graph it rejects
-        raise HarnessError(f"ONNX Runtime cannot load {path}: {_short(error_line(e))}") from None
+        raise HarnessError(f"ONNX Runtime cannot load {path}: {ort_message(error_line(e))}") from None
     run_options = onnxruntime.RunOptions()
     run_options.log_severity_level = 4
     try:
@@ -750,15 +791,39 @@ def run_probe(model: onnx.ModelProto, card: ModelCard, size: tuple[int, int], pa
                            "--probe-size") from None
     except Exception as e:  # a size, dtype or operator the graph rejects: its message says which
         raise HarnessError(f"ONNX Runtime failed on the {shown(feed.shape)} {feed.dtype} probe of {path} (give a "
-                           f"size the model takes: --probe-size HxW): {_short(error_line(e))}") from None
+                           f"size the model takes: --probe-size HxW): {ort_message(error_line(e))}") from None
     stats = tuple(_stats(o.name, np.asarray(r)) for o, r in zip(session.get_outputs(), results, strict=True))
-    return Probe(tuple(int(d) for d in feed.shape), str(feed.dtype), stats)
+    mixed = () if x.shape and isinstance(x.shape[0], int) else \
+        _batch_mixed(session, x.name, card, size, results, [o.name for o in session.get_outputs()], run_options)
+    return Probe(tuple(int(d) for d in feed.shape), str(feed.dtype), stats, mixed)
 
 
-def _short(text: str, limit: int = 240) -> str:
-    """An ONNX Runtime message without its source-location preamble, at most ``limit`` characters."""
-    text = text.split("Status Message: ")[-1]
-    return text if len(text) <= limit else text[:limit - 4] + " ..."
+def _batch_mixed(session: Any, name: str, card: ModelCard, size: tuple[int, int], alone: list[Any],
+                 names: list[str], run_options: Any) -> tuple[str, ...]:
+    """The outputs whose values for the probe image change once a second image shares its batch: the model mixes
+    the images of a batch (batch statistics), so each score would depend on the batch size and on the neighbours
+    the engine happens to group (a silent wrong number)."""
+    feed = probe_input(card, 2, size)  # the same generator: image 0 is the probe image itself
+    try:
+        together = session.run(None, {name: feed}, run_options)
+    except Exception:  # a graph that runs only batches of one (a reshape to 1): the engine feeds it one at a time
+        return ()
+    found = []
+    for output, a, b in zip(names, alone, together, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype.kind not in "fiub" or a.ndim == 0 or b.ndim == 0 or b.shape[0] != 2 or a.shape[1:] != b.shape[1:]:
+            continue  # not per-image outputs: the engine's shape checks say so
+        first, alone_values = b[:1].astype(np.float64), a.astype(np.float64)
+        if a.dtype.kind != "f":  # class ids: a near tie may flip between batch kernels, a mixing model flips many
+            mixed = float(np.mean(first != alone_values)) > 1e-3
+        else:
+            scale = 1.0 + float(np.abs(np.nan_to_num(alone_values, posinf=0.0, neginf=0.0)).max())
+            with np.errstate(invalid="ignore"):
+                diff = np.abs(np.nan_to_num(first - alone_values, posinf=0.0, neginf=0.0))
+            mixed = not bool((np.isnan(first) == np.isnan(alone_values)).all()) or float(diff.max()) > 1e-3 * scale
+        if mixed:
+            found.append(output)
+    return tuple(found)
 
 
 def _stats(name: str, value: np.ndarray) -> OutputStats:

@@ -8,16 +8,31 @@ engine is built (a card that silently disagrees with its graph is a silent wrong
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
-from harness.errors import HarnessError
-from harness.targets.card import MAX_SIDE, ONE_CHANNEL_KINDS, InputSpec, ModelCard
+from harness.errors import HarnessError, error_line
+from harness.fileio import sha256_file
+from harness.targets.card import (
+    MAX_CLASSES,
+    MAX_SIDE,
+    NOT_REDUCED,
+    ONE_CHANNEL_KINDS,
+    InputSpec,
+    ModelCard,
+    reduced_size_fits,
+)
 
 FLOAT_DTYPES = ("float32", "float16", "float64")
-INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64")
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool")  # class ids
+MAX_SHOWN = 200  # characters of a producer, metadata key or other foreign text in a table or message
+MAX_SHOWN_KEYS = 20
+_MAX_SUBGRAPH_DEPTH = 64  # If/Loop bodies nest; a graph is finite, the walk is bounded anyway
 
 
 @dataclass(frozen=True)
@@ -47,10 +62,91 @@ def read_graph_info(model: onnx.ModelProto) -> GraphInfo:
     """The declared I/O of ``model``: inputs that are not initializers, outputs, opset, producer, metadata."""
     initializers = {i.name for i in model.graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    producer = f"{model.producer_name} {model.producer_version}".strip()
+    producer = printable(f"{model.producer_name} {model.producer_version}".strip())
     return GraphInfo(inputs=tuple(tensor_info(v) for v in model.graph.input if v.name not in initializers),
                      outputs=tuple(tensor_info(v) for v in model.graph.output), opset=int(opset), producer=producer,
                      metadata={p.key: p.value for p in model.metadata_props})
+
+
+def printable(text: str, limit: int = MAX_SHOWN) -> str:
+    """Foreign ``text`` (a producer, a metadata key) safe to print: control and other non-printable characters
+    escaped (``\\x1b``, ``\\n``), at most ``limit`` characters (`` ...`` marks a cut)."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                  for c in text[:limit + 1])
+    return out if len(out) <= limit else out[:limit - 4] + " ..."
+
+
+def ort_message(text: str, limit: int = 240) -> str:
+    """An ONNX Runtime error message without its source-location preamble, at most ``limit`` characters."""
+    text = text.split("Status Message: ")[-1]
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def metadata_keys(info: GraphInfo, limit: int = MAX_SHOWN_KEYS) -> str:
+    """The graph's metadata keys for a table: sorted, printable, at most ``limit`` of them ("none": no key)."""
+    keys = sorted(info.metadata)
+    shown_keys = ", ".join(printable(k, 60) for k in keys[:limit])
+    return (shown_keys + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")) or "none"
+
+
+def external_data_files(path: str | Path) -> tuple[str, ...]:
+    """The side files (locations relative to the ONNX file's folder) holding the weights of ``path``: none for a
+    file that holds its own. The file must be readable ONNX (``exporters.onnx_file.load_onnx`` checked it)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:  # replaced or truncated since it was checked
+        raise HarnessError(f"{path} is not a readable ONNX model (changed since it was checked?): "
+                           f"{error_line(e)}") from None
+    locations = set()
+    for tensor in _all_tensors(model.graph, 0):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    return tuple(sorted(locations))
+
+
+def session_source(model: onnx.ModelProto, path: str | Path,
+                   locations: Sequence[str] | None = None) -> bytes | str:
+    """What ONNX Runtime loads: the checked model's bytes (what was checked is what runs), or, for weights in side
+    files (``locations``: :func:`external_data_files`, read when None), the file's path (ORT reads them beside it;
+    such models may exceed protobuf's 2 GiB message limit)."""
+    locations = external_data_files(path) if locations is None else locations
+    return str(path) if locations else model.SerializeToString()
+
+
+def onnx_sha256(path: str | Path, locations: Sequence[str] | None = None) -> str:
+    """What identifies the model in ``path``: its file's sha256, or, when its weights lie in side files (external
+    data; ``locations``: :func:`external_data_files`, read when None), the sha256 of that hash and of each side
+    file's name and hash, so that new weights beside an unchanged graph file are a new model (caches and records
+    key a user's artifact by this, never by the .onnx alone)."""
+    path = Path(path)
+    try:
+        digest = sha256_file(path)
+        locations = external_data_files(path) if locations is None else locations
+        if not locations:
+            return digest
+        combined = hashlib.sha256(digest.encode())
+        for location in locations:
+            combined.update(b"\0" + location.encode("utf-8", "surrogateescape") + b"\0")
+            combined.update(sha256_file(path.parent / location).encode())
+    except OSError as e:
+        raise HarnessError(f"cannot read {path} or its external data: {e.strerror or e}") from None
+    return combined.hexdigest()
+
+
+def _all_tensors(graph: onnx.GraphProto, depth: int) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores: initializers, sparse initializers, Constant values, subgraphs' (bounded)."""
+    if depth > _MAX_SUBGRAPH_DEPTH:
+        raise HarnessError(f"the graph nests subgraphs more than {_MAX_SUBGRAPH_DEPTH} deep: not supported")
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _all_tensors(sub, depth + 1)
 
 
 def tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
@@ -87,6 +183,9 @@ def shown(shape: Sequence[int | str]) -> str:
 def image_input(info: GraphInfo, name: str | None, label: str) -> TensorInfo:
     """The graph input the card's ``input.name`` (None: the only input) names; HarnessError otherwise."""
     names = ", ".join(repr(i.name) for i in info.inputs) or "none"
+    if not info.inputs:
+        raise HarnessError(f"{label}: the graph has no input to feed (each of its inputs has a default value in the "
+                           "file): not supported")
     if name is not None:
         found = [i for i in info.inputs if i.name == name]
         if not found:
@@ -207,6 +306,10 @@ def _check_output_channels(card: ModelCard, y: TensorInfo, where: str) -> None:
     other_layout = "NCHW" if spec.layout == "NHWC" else "NHWC"
     channels, other = y.shape[channel_axis], y.shape[other_axis]
     expected = 1 if spec.kind in ONE_CHANNEL_KINDS else card.num_classes
+    if isinstance(channels, int) and channels > MAX_CLASSES:
+        raise HarnessError(f"{where} has shape {shown(y.shape)}: {channels} channels on axis {channel_axis} (output."
+                           f"layout = {spec.layout!r}); the harness reads at most {MAX_CLASSES} classes: not supported "
+                           "(if the graph declares a wrong shape, fix its output's shape in the file)")
     if isinstance(channels, str):
         if isinstance(other, int) and (expected is None or other == expected):
             raise HarnessError(f"{where} has shape {shown(y.shape)} (dynamic axis {channel_axis}, {other} on axis "
@@ -240,6 +343,8 @@ def _check_resolution(card: ModelCard, x: TensorInfo, y: TensorInfo, where: str)
             "the harness reads scores at the input's resolution or below"
         raise HarnessError(f"{where} is {y_size} for a {x_size} input, the card says output.resolution = "
                            f'"input"; {fix}')
-    if card.output.resolution == "reduced" and not all(o <= i for o, i in zip(y_hw, x_hw, strict=True)):
-        raise HarnessError(f"{where} is {y_size} for a {x_size} input, larger than the input; the harness reads "
-                           "scores at the input's resolution or below")
+    if card.output.resolution == "reduced" and not reduced_size_fits(y_hw, x_hw):  # type: ignore[arg-type]
+        larger = not all(o <= i for o, i in zip(y_hw, x_hw, strict=True))
+        raise HarnessError(f"{where} is {y_size} for a {x_size} input, " + (
+            "larger than the input; the harness reads scores at the input's resolution or below" if larger else
+            f"{NOT_REDUCED}; check output.layout"))

@@ -187,7 +187,7 @@ def onnx_target(path: str | Path, card: ModelCard | None, data: SegmentationData
     """A user's ONNX file described by ``card``; without a card, only a harness export or a graph whose I/O is
     the boundary and whose input is normalised inside the graph (anything else: one line naming inspect)."""
     from exporters.onnx_file import check_io, load_onnx
-    from harness.targets.onnx_io import check_card, chosen_output, read_graph_info
+    from harness.targets.onnx_io import check_card, chosen_output, onnx_sha256, read_graph_info
 
     path = _existing_file(path, "ONNX file")
     label = f"ONNX file {path}"
@@ -201,7 +201,7 @@ def onnx_target(path: str | Path, card: ModelCard | None, data: SegmentationData
     check_card(card, info, label)
     output = chosen_output(info, card.output.name, label)
     card = _resolve_classes(card, _output_classes(card, output.shape), data, label)
-    return Target("onnx", card.name or path.stem, card, path=path, sha256=sha256_file(path))
+    return Target("onnx", card.name or path.stem, card, path=path, sha256=onnx_sha256(path))  # + external data
 
 
 def _card_without_one(model: Any, info: Any, path: Path, data: SegmentationData) -> ModelCard:

@@ -3,14 +3,13 @@ convention, how each field is known, the written card, and hostile files (one li
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
+import onnx_conventions
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -19,18 +18,8 @@ from harness.targets.card import apply_overrides, load_card
 from harness.targets.inspect import FIELDS, GUESSED, SURE, UNKNOWN, Inspection, guess_from_io, inspect_onnx
 from harness.targets.onnx_io import GraphInfo, TensorInfo, check_card, read_graph_info
 
-
-def _conventions() -> ModuleType:
-    """tests/onnx_conventions.py (the convention_onnx fixture's builders), for the parametrisation."""
-    spec = importlib.util.spec_from_file_location("onnx_conventions", Path(__file__).parents[2] / "onnx_conventions.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CONVENTIONS = _conventions().CONVENTIONS
-COMBINATIONS = _conventions().COMBINATIONS  # one input-side and one output-side convention, e.g. "nhwc+softmax"
+CONVENTIONS = onnx_conventions.CONVENTIONS
+COMBINATIONS = onnx_conventions.COMBINATIONS  # one input-side and one output-side convention, e.g. "nhwc+softmax"
 
 # How inspect knows each field of each convention; a field not listed is "sure".
 COMMON_MARKS = {"input.channels": GUESSED, "input.scale": GUESSED, "output.kind": GUESSED, "class_names": UNKNOWN}
@@ -104,7 +93,7 @@ def test_guess_of_each_combination(name: str, convention_onnx) -> None:
 
 
 def test_guess_of_torchvision_lraspp(tmp_path: Path) -> None:
-    path, truth = _conventions().build_lraspp(tmp_path / "lraspp.onnx")
+    path, truth = onnx_conventions.build_lraspp(tmp_path / "lraspp.onnx")
     inspection = inspect_onnx(path)
     marks = {v.field: v.mark for v in inspection.verdicts}
     # its class axis is an unnamed dim of the exported graph: the channel count comes from the probe
@@ -194,17 +183,17 @@ def test_normalisation_inside_and_its_scale(nodes, consts, scale, tmp_path: Path
     (["N", "C", "H", "W"], "NCHW", "ambiguous"),
 ])
 def test_layout_from_the_shape_when_the_graph_does_not_say(x_shape, layout, words, tmp_path: Path) -> None:
-    """A Resize before any Conv stops the walk from the input: the layout is guessed from the shape."""
-    nodes = [("Resize", ["x", "", "scales"], {"mode": "nearest"}), ("Identity", ["x"], {})]
+    """A Pad before any Conv stops the walk from the input: the layout is guessed from the shape."""
+    nodes = [("Pad", ["x", "pads"], {}), ("Identity", ["x"], {})]
     if layout == "NHWC":
         nodes.append(("Transpose", ["x"], {"perm": [0, 3, 1, 2]}))
     nodes.append(_CONV)
     path = _save(tmp_path / "m.onnx", _graph(nodes, x_shape, ["N", 3, "H", "W"],
-                                             consts={**_W3, "scales": np.ones(4, np.float32)}))
+                                             consts={**_W3, "pads": np.zeros(8, np.int64)}))
     inspection = inspect_onnx(path)
     verdict = inspection.verdict("input.layout")
     assert inspection.card.input.layout == layout and verdict.mark == GUESSED and words in verdict.why
-    assert "Resize" in verdict.why and inspection.card.unknown == ("class_names", "input.mean", "input.std")
+    assert "Pad" in verdict.why and inspection.card.unknown == ("class_names", "input.mean", "input.std")
 
 
 @pytest.mark.parametrize("y_shape, kind, layout, classes", [
