@@ -55,9 +55,10 @@ class _ImageReader(CalibrationDataReader):
     ``input_name`` after ``prepare`` (the card's adapter; None: the boundary images as they are)."""
 
     def __init__(self, data: SegmentationData, batch_size: int, input_name: str,
-                 prepare: Adapter | None = None) -> None:
+                 prepare: Adapter | None = None, fixed_batch: int | None = None) -> None:
         self._data = data
-        self._batch = batch_size
+        self._batch = fixed_batch or batch_size
+        self._fixed = fixed_batch is not None
         self._input = input_name
         self._prepare = prepare
         self._start = 0
@@ -67,6 +68,8 @@ class _ImageReader(CalibrationDataReader):
             return None
         images = self._data.tensors(slice(self._start, self._start + self._batch))[0].numpy()
         self._start += self._batch
+        if self._fixed and len(images) < self._batch:  # a graph of a fixed batch size: pad with copies
+            images = np.concatenate([images, images[np.arange(self._batch - len(images)) % len(images)]])
         return {self._input: images if self._prepare is None else self._prepare.to_model_numpy(images)}
 
     def rewind(self) -> None:
@@ -97,7 +100,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: S
         check_card(card, read_graph_info(model), str(src))
         input_name = card.input.name or io_names(model)[0]
         prepare = None if card.is_boundary else Adapter(card)
-    reader = _ImageReader(calibration, settings.batch_size, input_name, prepare)
+    batch = next((i.shape[0] for i in read_graph_info(model).inputs if i.name == input_name and i.shape), None)
+    reader = _ImageReader(calibration, settings.batch_size, input_name, prepare,
+                          batch if isinstance(batch, int) and batch > 0 else None)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[settings.method]
     dst = Path(dst)

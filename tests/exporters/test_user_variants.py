@@ -156,6 +156,24 @@ def test_int8_variant_of_each_convention_keeps_its_io_and_passes_parity(name, co
     assert report.passed and report.max_abs_diff > 1e-3
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_int8_of_a_fixed_batch_graph_is_calibrated_in_its_batch(batch, convention_onnx, synthetic_train,
+                                                               synthetic_val, tmp_path):
+    """A graph whose batch dimension is fixed (common from other exporters) is calibrated in groups of that
+    batch, the last one padded: 3 calibration images through a batch-2 graph."""
+    source, card = convention_onnx("boundary", 3)
+    model = onnx.load(str(source))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    path = tmp_path / f"batch{batch}.onnx"
+    onnx.save(model, str(path))
+    val = _classes(synthetic_val.subset(PARITY_IMAGES), 3)
+    target = onnx_target(path, card, val)
+    artifact = user_onnx_variant(target, "int8", _classes(synthetic_train.subset(3), 3))
+    assert _io(artifact.path) == _io(path)
+    assert _parity(target, artifact, val, "int8").passed
+
+
 def test_an_fp16_io_graph_is_its_own_fp16_variant_and_has_no_fp32_one(convention_onnx, synthetic_val):
     path, card = convention_onnx("fp16_io")
     target = onnx_target(path, card, _classes(synthetic_val.subset(4)))
