@@ -14,7 +14,8 @@ import numpy as np
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
-ORACLES = ("ce", "margin")
+ORACLES = ("ce", "margin", "mce", "mmargin")
+MASKED = ("mce", "mmargin")  # scores of the still-correct pixels only
 _LOG_SMALLEST_NORMAL = float(np.log(np.finfo(np.float32).tiny))  # about -87.3
 
 
@@ -28,6 +29,15 @@ class Oracle:
     ``ce``: the paper's oracle, mean pixel-wise cross entropy over the labelled pixels.
     ``margin``: mean over labelled pixels of ``max_{k != y} z_k - z_y``, the correct-class
     margin negated so that, as for ``ce``, a larger value means a stronger attack.
+
+    The masked oracles score only the pixels the logits still classify correctly (argmax == label, the
+    first maximum on ties, as :meth:`predictions`); a pixel already fooled counts a constant, the most a
+    correct pixel can score, so fooling a pixel never lowers the score and pushing a fooled pixel further
+    never raises it: the attack's queries go to the pixels still right.
+    ``mce``: per pixel the cross entropy ``log Σ exp z - z_y`` where correct (at most log K there, since
+    z_y is the maximum), log K where fooled; the mean over labelled pixels.
+    ``mmargin``: per pixel ``min(max_{k != y} z_k - z_y, 0)``: the margin where correct (<= 0), 0 where
+    fooled; the mean over labelled pixels.
     """
 
     def __init__(self, name: str, labels: np.ndarray) -> None:
@@ -57,13 +67,19 @@ class Oracle:
     def loss(self, logits: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """One score per row of ``logits``, float64 (n,)."""
         flat, true_class, weights = self._rows(logits, rows)
-        if self.name == "ce":
+        if self.name in ("ce", "mce"):
             per_pixel = _log_sum_exp(flat)
         else:
             others = flat.copy()
             others.reshape(-1)[true_class] = -np.inf
             per_pixel = others.max(axis=1)
         per_pixel -= flat.reshape(-1)[true_class]
+        if self.name in MASKED:
+            labels = self.labels if rows is None else self.labels[rows]
+            correct = (argmax_classes(logits) == labels).reshape(per_pixel.shape)
+            cap = np.float32(np.log(logits.shape[1]) if self.name == "mce" else 0)
+            # On a correct pixel the score is at most the cap in exact arithmetic; the minimum also holds it in float32.
+            per_pixel = np.where(correct, np.minimum(per_pixel, cap), cap)
         if not np.isfinite(per_pixel).all():  # an ignored pixel's inf or NaN times its weight 0 is NaN
             per_pixel = np.where(weights[:, :, 0] > 0, per_pixel, np.float32(0))
         # A batched dot product (BLAS): the weighted mean over pixels, 5x faster than multiply-and-sum.

@@ -3,8 +3,12 @@
 A score-based black-box attack: it sends float32 [0, 1] images to an engine and reads logits,
 nothing else (no model, no gradients). Per image it keeps the best perturbed image so far;
 each iteration proposes one candidate per image still under attack (a square of side from
-the reference p schedule, set to one ±ε value per channel), sends all candidates in one
-engine call, and keeps a candidate when the loss oracle (harness/attacks/oracle.py) grows.
+the p schedule, set to one ±ε value per channel), sends all candidates in one engine call,
+and keeps a candidate when the loss oracle (harness/attacks/oracle.py) grows.
+
+Two p schedules: ``paper``, the reference code's (written for 10000 queries on ImageNet-size
+images, mapped onto the budget; at 64x64 it reaches 1-pixel squares after 40 % of a 1000-query
+run), and ``scaled`` (:func:`scaled_side`), which sizes its steps by the image instead.
 
 Template-method split (DESIGN.md): :meth:`SquareAttack.run` validates, seeds, times and
 records; :meth:`SquareAttack._step` is the algorithm of one iteration.
@@ -27,19 +31,35 @@ from harness.attacks.oracle import ORACLES, Oracle
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
-INITS = ("vertical", "horizontal")
+INITS = ("vertical", "horizontal")  # the paper's stripes (its Figure 4 runs both)
+# Every start an attack takes: the stripes; checker: a pixel checkerboard of brightness (one sign per image), the
+# highest spatial frequency, which the strided VGG features of FCN-8s alias (one query of it alone costs fcn8s-vgg16
+# more accuracy than 1000 queries of the paper's Square Attack from stripes); auto: vertical stripes, and the
+# checkerboard as the first candidate, so each image keeps the better of the two starts (one query of the budget).
+STARTS = (*INITS, "checker", "auto")
+AUTO_FIRST_CANDIDATE = "checker"
 # The reference schedule halves p at these iterations of a 10000-query run; other budgets
 # are mapped onto it proportionally.
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 P_REFERENCE_BUDGET = 10000
+P_SCHEDULES = ("paper", "scaled")
+# A square's colour: rgb, one sign of ±ε per channel (the paper's 8 colours); grey, one sign for all channels (a
+# brightness step, 2 colours), which moves the models here far more per query.
+COLOURS = ("rgb", "grey")
+# Options added after the paper's attack, with the paper's values: left out of as_dict at those values, so the
+# paper's runs keep the records, record keys (the regression check's) and saved states they had before.
+_LATER_OPTIONS = {"p_schedule": "paper", "colour": "rgb"}
+# The scaled schedule's smallest square: a 1-pixel change hardly moves a model whose features have stride 8 or more.
+SCALED_MIN_SIDE = 3
 # A candidate window "differs" from the best one when some value moves by at least this.
 _UNCHANGED = 1e-7
 # The smallest eps (0-255 scale). A channel's two colours x - eps/255 and x + eps/255 must differ by far more than
 # 2 * _UNCHANGED after float32 rounding at every value in [0, 1] (float32's spacing below 1 is 6e-8), or no colour
 # can change a square and the redraw below could never succeed; 1e-3 (3.9e-6 in [0, 1] units) leaves a 15x margin.
 MIN_EPS = 1e-3
-# Draws of a square's colour per candidate. With eps >= MIN_EPS at most one of the 2**3 colours leaves a square
-# unchanged, so more draws than this happen with probability 8**-32; the run is the same as with no limit.
+# Draws of a square's colour per candidate. With eps >= MIN_EPS at most one of the 2**3 colours (of the 2 grey ones)
+# leaves a square unchanged, so more draws than this happen with probability 8**-32 (2**-32); then the opposite
+# colour, which differs, is taken.
 MAX_REDRAWS = 32
 DEFAULT_CURVE_POINTS = 50
 
@@ -58,8 +78,10 @@ class SquareConfig:
     eps: L∞ radius on the 0-255 pixel scale (8 means 8/255), as for the white-box attacks;
     queries: per-image budget, the initial query included; p_init: fraction of the image a
     square covers at the start;
-    init: stripe orientation; loss: oracle name; seed: the random stream of the whole run;
-    curve_every: queries between curve points (0: about DEFAULT_CURVE_POINTS points).
+    init: the start (STARTS: stripes, or a checkerboard); loss: oracle name; seed: the random stream of the run;
+    curve_every: queries between curve points (0: about DEFAULT_CURVE_POINTS points);
+    p_schedule: ``paper`` (:func:`p_fraction`) or ``scaled`` (:func:`scaled_side`); colour: of the squares,
+    ``rgb`` (the paper's) or ``grey`` (COLOURS).
     """
 
     eps: float
@@ -69,6 +91,8 @@ class SquareConfig:
     loss: str = "ce"
     seed: int = 0
     curve_every: int = 0
+    p_schedule: str = "paper"
+    colour: str = "rgb"
 
     def validate(self) -> None:
         check_eps(self.eps)
@@ -79,12 +103,16 @@ class SquareConfig:
             raise HarnessError(f"the query budget must be >= 1, got {self.queries}")
         if not 0 < self.p_init <= 1:
             raise HarnessError(f"p_init must be in (0, 1], got {self.p_init}")
-        if self.init not in INITS:
-            raise HarnessError(f"unknown init {self.init!r}; choose from: {', '.join(INITS)}")
+        if self.init not in STARTS:
+            raise HarnessError(f"unknown init {self.init!r}; choose from: {', '.join(STARTS)}")
         if self.loss not in ORACLES:
             raise HarnessError(f"unknown loss {self.loss!r}; choose from: {', '.join(ORACLES)}")
         if self.curve_every < 0:
             raise HarnessError(f"curve_every must be >= 0, got {self.curve_every}")
+        if self.p_schedule not in P_SCHEDULES:
+            raise HarnessError(f"unknown p schedule {self.p_schedule!r}; choose from: {', '.join(P_SCHEDULES)}")
+        if self.colour not in COLOURS:
+            raise HarnessError(f"unknown square colour {self.colour!r}; choose from: {', '.join(COLOURS)}")
 
     @property
     def radius(self) -> float:
@@ -95,8 +123,22 @@ class SquareConfig:
     def curve_step(self) -> int:
         return self.curve_every or max(1, self.queries // DEFAULT_CURVE_POINTS)
 
+    @property
+    def first_square(self) -> int:
+        """The first iteration that places a square: 1 with ``init = auto`` (iteration 0 tries the other start)."""
+        return 1 if self.init == "auto" else 0
+
+    def side(self, iteration: int, height: int, width: int) -> int:
+        """Side in pixels of the squares of square update ``iteration`` (0-based) on ``height`` x ``width`` images."""
+        iteration -= self.first_square
+        if self.p_schedule == "scaled":
+            return scaled_side(self.p_init, iteration, height, width)
+        return square_side(p_fraction(self.p_init, iteration, self.queries), height, width)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The parameters, without the options added after the paper's attack where they have the paper's values
+        (``_LATER_OPTIONS``)."""
+        return {k: v for k, v in asdict(self).items() if k not in _LATER_OPTIONS or v != _LATER_OPTIONS[k]}
 
 
 @dataclass
@@ -109,8 +151,36 @@ class CurvePoint:
     mean_loss: float
 
 
+class RunProgress:
+    """What a black-box run's state reports, from its ``config.queries``, ``queries``, ``correct``, ``labelled``
+    and ``best_loss`` (shared by the Square and the hard-label attacks' states)."""
+
+    config: Any
+    queries: np.ndarray
+    correct: np.ndarray
+    labelled: np.ndarray
+    best_loss: np.ndarray
+
+    @property
+    def active(self) -> np.ndarray:
+        """Indices of images still under attack: budget left and some pixel still right."""
+        return np.flatnonzero((self.queries < self.config.queries) & (self.correct > 0))
+
+    @property
+    def finished(self) -> bool:
+        return self.active.size == 0
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return float(self.correct.sum() / self.labelled.sum())
+
+    @property
+    def mean_loss(self) -> float:
+        return float(self.best_loss.mean())
+
+
 @dataclass
-class SquareState:
+class SquareState(RunProgress):
     """Everything a run needs to continue, and everything it reports.
 
     x_best float32 (N, 3, H, W): best image per image so far (the adversarial images);
@@ -136,22 +206,19 @@ class SquareState:
     engine_seconds: float = 0.0
     seconds: float = 0.0
 
-    @property
-    def active(self) -> np.ndarray:
-        """Indices of images still under attack: budget left and some pixel still right."""
-        return np.flatnonzero((self.queries < self.config.queries) & (self.correct > 0))
 
-    @property
-    def finished(self) -> bool:
-        return self.active.size == 0
+def has_scores(engine: object) -> bool:
+    """Whether ``engine`` returns scores: its ``has_scores`` (engines/base.py; False for a class-map target),
+    True for an object without one (any ``infer`` returning logits)."""
+    return getattr(engine, "has_scores", True) is not False
 
-    @property
-    def pixel_accuracy(self) -> float:
-        return float(self.correct.sum() / self.labelled.sum())
 
-    @property
-    def mean_loss(self) -> float:
-        return float(self.best_loss.mean())
+def require_scores(engine: object, attack: str) -> None:
+    """A one-line HarnessError when ``engine`` returns class maps only: name what still applies."""
+    if not has_scores(engine):
+        raise HarnessError(f"{attack} reads the model's scores, but this target returns class maps only "
+                           "(card output.kind = class_map); what applies to it: blackbox --attack hardlabel "
+                           "(decision-based, class maps only), eval, transfer")
 
 
 def p_fraction(p_init: float, iteration: int, budget: int) -> float:
@@ -162,18 +229,51 @@ def p_fraction(p_init: float, iteration: int, budget: int) -> float:
     return p_init / 2 ** sum(scaled > mark for mark in P_HALVINGS)
 
 
+def scaled_side(p_init: float, iteration: int, height: int, width: int) -> int:
+    """Side in pixels of the squares of square update ``iteration`` (0-based) in the ``scaled`` schedule.
+
+    p starts at ``p_init`` and halves each time the updates spent at the current side reach the number of
+    squares of that side that tile the image (ceil(H / side) * ceil(W / side)): each side gets about one
+    cover of the image, whatever the image size and budget, so a small image does not reach 1-pixel squares
+    early. The side never goes below SCALED_MIN_SIDE (nor the image: ``square_side``'s bounds)."""
+    floor = square_side(1.0, height, width) if min(height, width) <= SCALED_MIN_SIDE else SCALED_MIN_SIDE
+    p, start = p_init, 0
+    side = max(square_side(p, height, width), floor)
+    # Each halving shrinks the side by about 1/sqrt(2) until the floor: a few dozen halvings at most.
+    for _ in range(64):
+        tiles = math.ceil(height / side) * math.ceil(width / side)
+        if side <= floor or iteration < start + tiles:
+            break
+        start += tiles
+        p /= 2
+        side = max(square_side(p, height, width), floor)
+    return side
+
+
 def square_side(p: float, height: int, width: int) -> int:
     """Side in pixels of a square covering a fraction ``p`` of an image, in [1, min(H, W) - 1]."""
     return min(max(int(round(math.sqrt(p * height * width))), 1), max(min(height, width) - 1, 1))
 
 
+def init_signs(shape: tuple[int, int, int, int], init: str, rng: np.random.Generator) -> np.ndarray:
+    """The initial perturbation's signs, int8 (N, C, H, W) of -1 and +1: stripes of width one with one sign per
+    stripe and channel (vertical stripes are columns), or a checkerboard of pixels, (-1)^(row + column) times
+    one sign per image for all channels (brightness: it moves a model more than one sign per channel does).
+    Each sign is a fair draw of ``rng``."""
+    n, c, h, w = shape
+    init = "vertical" if init == "auto" else init
+    if init == "checker":
+        board = 1 - 2 * (np.add.outer(np.arange(h), np.arange(w)) % 2).astype(np.int8)
+        draws, pattern = (n, 1, 1, 1), board
+    else:
+        draws, pattern = ((n, c, 1, w) if init == "vertical" else (n, c, h, 1)), np.int8(1)
+    signs = 2 * rng.integers(0, 2, size=draws, dtype=np.int8) - 1
+    return np.ascontiguousarray(np.broadcast_to(signs * pattern, shape), dtype=np.int8)
+
+
 def stripe_init(images: np.ndarray, radius: float, init: str, rng: np.random.Generator) -> np.ndarray:
-    """Stripes of width one, each with one colour in {-radius, +radius} per channel ([0, 1] units),
-    added to ``images`` float32 (N, 3, H, W) and clipped to [0, 1]. Vertical stripes are columns."""
-    n, c, h, w = images.shape
-    shape = (n, c, 1, w) if init == "vertical" else (n, c, h, 1)
-    delta = _signed(radius, rng, shape)
-    return np.clip(images + delta, 0, 1).astype(np.float32)
+    """``images`` float32 (N, 3, H, W) plus radius ([0, 1] units) times :func:`init_signs`, clipped to [0, 1]."""
+    return np.clip(images + np.float32(radius) * init_signs(images.shape, init, rng), 0, 1).astype(np.float32)
 
 
 def fingerprint(images: np.ndarray, labels: np.ndarray, config: SquareConfig) -> str:
@@ -215,6 +315,7 @@ class SquareAttack:
         saving). ``should_stop()`` is asked between iterations: True ends the call early with a
         consistent state that can be saved and continued.
         """
+        require_scores(engine, "the Square Attack")
         images, labels = self._validate(images, labels)
         expected = fingerprint(images, labels, self.config)
         oracle = Oracle(self.config.loss, labels)
@@ -299,9 +400,11 @@ class SquareAttack:
         rows = None if active.size == len(images) else active
         clean = images if rows is None else images[rows]
         # The candidates are built in place, in a copy of the best images.
-        candidates = state.x_best.copy() if rows is None else state.x_best[rows]
-        side = square_side(p_fraction(cfg.p_init, state.iteration, cfg.queries), *images.shape[2:])
-        self._place_squares(candidates, clean, side, rng)
+        if state.iteration < cfg.first_square:
+            candidates = stripe_init(clean, cfg.radius, AUTO_FIRST_CANDIDATE, rng)
+        else:
+            candidates = state.x_best.copy() if rows is None else state.x_best[rows]
+            self._place_squares(candidates, clean, cfg.side(state.iteration, *images.shape[2:]), rng)
         logits, _ = self._query(engine, candidates, state)
         loss = oracle.loss(logits, rows)
         better = loss > state.best_loss[active]
@@ -317,7 +420,8 @@ class SquareAttack:
 
     def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
         """Turn each best image (in place) into its candidate: one square of ``side`` at a uniformly
-        random position (the last row and column included) set to x ± ε/255 (one sign per channel),
+        random position (the last row and column included) set to x ± ε/255 (one sign per channel, or one for all
+        channels with colour grey),
         clipped to [0, 1], its colour redrawn until the square changes the best image (at most MAX_REDRAWS
         draws; a square still unchanged then takes the opposite colour, which differs in every channel).
         Outside the squares the best images, already in the ball, stay as they are."""
@@ -331,8 +435,9 @@ class SquareAttack:
         clean, current = images[window], best[window]
         squares = np.empty_like(clean)
         redraw = np.arange(n)
+        channels = 1 if self.config.colour == "grey" else c
         for _ in range(MAX_REDRAWS):
-            signs = _signed(self.config.radius, rng, (redraw.size, c, 1, 1))  # one colour per image and channel
+            signs = _signed(self.config.radius, rng, (redraw.size, channels, 1, 1))  # one colour per image
             # x ± ε lies on the ε-ball's boundary already: only [0, 1] can cut it.
             squares[redraw] = np.clip(clean[redraw] + signs, 0, 1)
             unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
@@ -352,16 +457,11 @@ def _state_problem(state: SquareState, config: SquareConfig, images: np.ndarray,
     the attack computes it) and in [0, 1]; finite best losses; pixel counts that are those of best_pred; a PCG64
     generator state; the curve's query marks, values and a mean loss that never decreases. Not checked (it would
     cost a query per image): that best_loss and best_pred are the engine's answer to x_best."""
-    n, _, h, w = images.shape
     if state.config != config or state.fingerprint != run_fingerprint:
         return "belongs to other images, labels or parameters"
-    for name, dtype, shape in (("x_best", np.float32, images.shape), ("best_loss", np.float64, (n,)),
-                               ("best_pred", np.uint8, (n, h, w)), ("correct", np.int64, (n,)),
-                               ("labelled", np.int64, (n,)), ("queries", np.int64, (n,))):
-        array = getattr(state, name)
-        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
-            found = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
-            return f"has {name} {found}, expected {np.dtype(dtype)} {shape}"
+    problem = arrays_problem(state, {"x_best": (np.float32, images.shape)}, images.shape)
+    if problem is not None:
+        return problem
     radius = np.float32(config.radius)  # the attack's own float32 arithmetic gives the exact bounds
     low, high = np.clip(images - radius, 0, 1), np.clip(images + radius, 0, 1)
     outside = ~((low <= state.x_best) & (state.x_best <= high))
@@ -370,6 +470,28 @@ def _state_problem(state: SquareState, config: SquareConfig, images: np.ndarray,
                 "clean images or outside [0, 1]")
     if not np.isfinite(state.best_loss).all():
         return "has non-finite best losses"
+    return progress_problem(state, config, oracle, num_classes)
+
+
+def arrays_problem(state: Any, perturbation: dict[str, tuple[type, tuple[int, ...]]],
+                   shape: tuple[int, ...]) -> str | None:
+    """Why the arrays of a black-box run's ``state`` on images of ``shape`` (N, 3, H, W) are not of the dtypes and
+    shapes the run gives (``perturbation``: the attack's own, name -> (dtype, shape)), or None."""
+    n, _, h, w = shape
+    for name, (dtype, expected) in (*perturbation.items(), ("best_loss", (np.float64, (n,))),
+                                    ("best_pred", (np.uint8, (n, h, w))), ("correct", (np.int64, (n,))),
+                                    ("labelled", (np.int64, (n,))), ("queries", (np.int64, (n,)))):
+        array = getattr(state, name)
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != expected:
+            found = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+            return f"has {name} {found}, expected {np.dtype(dtype)} {expected}"
+    return None
+
+
+def progress_problem(state: Any, config: Any, oracle: Oracle, num_classes: int | None = None) -> str | None:
+    """What breaks a guarantee in the bookkeeping every black-box run shares (a Square or hard-label state whose
+    arrays ``arrays_problem`` passed), or None: labelled and correct-pixel counts of the labels and class maps,
+    the classes, queries in [1, budget] that ``iteration`` gives, the generator state, the curve, the timings."""
     if not np.array_equal(state.labelled, oracle.labelled):
         return "counts other labelled pixels than the labels have"
     classes = IGNORE_INDEX if num_classes is None else min(num_classes, IGNORE_INDEX)

@@ -1,9 +1,12 @@
-"""``blackbox``: the Square Attack against a deployed engine (ort, trt, torch) of a trained model.
+"""``blackbox``: a black-box attack against a deployed engine (ort, trt, torch) of the model under test.
 
-The attack sees only the engine: images in, logits out. The command evaluates the same images
-clean through the same engine, shows accuracy and loss against queries while it runs, and ends
-with clean and adversarial scores, queries and engine time. ``--init both`` attacks the same
-images from vertical and from horizontal stripes: the paper's Figure 4.
+``--attack square`` (default): the Square Attack, which sees images in and scores out; its masked
+oracles (``--loss mce|mmargin``) and ``--p-schedule scaled`` go beyond the paper's. ``--attack
+hardlabel``: a decision-based attack that sees class maps only (``engine.predict``), so it also runs
+against a target whose output is an argmax. The command evaluates the same images clean through the
+same engine, shows accuracy against queries while it runs, and ends with clean and adversarial
+scores, queries and engine time. ``--init both`` attacks the same images from vertical and from
+horizontal stripes: the paper's Figure 4.
 """
 
 from __future__ import annotations
@@ -24,51 +27,79 @@ from rich.table import Table
 
 from engines.base import Engine
 from harness.attacks.base import check_eps
+from harness.attacks.hard_label import HardLabelAttack, HardLabelConfig, HardLabelState
 from harness.attacks.oracle import ORACLES
-from harness.attacks.square import INITS, SquareAttack, SquareConfig, SquareState
+from harness.attacks.square import (
+    COLOURS,
+    INITS,
+    P_SCHEDULES,
+    STARTS,
+    SquareAttack,
+    SquareConfig,
+    SquareState,
+    require_scores,
+)
 from harness.attacks.square_state import load_state, run_context, save_state, state_path
 from harness.commands.common import (
     add_data_arguments,
-    add_model_arguments,
     console,
     data_from_args,
     float_in,
     int_in,
-    load_model,
     pixel_scale,
     seed_int,
 )
-from harness.commands.engine_options import add_engine_arguments, engine_from_args
+from harness.commands.engine_options import add_engine_arguments, target_engine_from_args
+from harness.commands.target_options import add_target_arguments, record_fields, target_from_args, target_title
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.fileio import check_outputs, write_json_atomic
 from harness.limits import MAX_IMAGES, MAX_QUERIES, MAX_SEED
 from harness.metrics import ConfusionMatrix, Scores
+from harness.targets.target import Target
 from harness.threads import set_threads
 from reports.figures import plot_square_curves
 from reports.results import make_record, write_results
 from reports.tables import ReadableTable, scores_table
 
-HELP = "black-box Square Attack (L∞) against an engine: accuracy against queries, clean vs adversarial"
+HELP = ("black-box attack (L∞) against an engine: Square (scores) or hardlabel (class maps only); accuracy "
+        "against queries, clean vs adversarial")
+ATTACKS = ("square", "hardlabel")
+TITLES = {"square": "Square Attack", "hardlabel": "hard-label attack"}
+FIGURE_4_INITS = INITS  # --init both: the paper's two stripe orientations
+# Options of the Square Attack only (None: not given), with their defaults.
+SQUARE_OPTIONS = {"loss": ("--loss", "ce"), "p_init": ("--p-init", 0.05), "p_schedule": ("--p-schedule", "paper")}
 SAVE_EVERY_SECONDS = 15.0  # a killed run loses at most this much work
 DISPLAY_EVERY_SECONDS = 0.25
 INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_target_arguments(parser)
     add_engine_arguments(parser, default_engine="ort")
     group = parser.add_argument_group("attack")
+    group.add_argument("--attack", default="square", choices=ATTACKS,
+                       help="square: the Square Attack, reads scores (default); hardlabel: decision-based, reads "
+                            "class maps only (engine.predict), for targets whose output is an argmax")
     group.add_argument("--queries", type=int_in(1, MAX_QUERIES), default=1000, metavar="N",
                        help=f"query budget per image, the initial query included, 1-{MAX_QUERIES} (default 1000)")
     group.add_argument("--eps", type=pixel_scale, default=8.0,
                        help="L∞ radius on the 0-255 pixel scale, in (0, 255] (default 8, i.e. 8/255)")
-    group.add_argument("--p-init", type=float_in(0, 1, open_min=True), default=0.05,
-                       help="fraction of the image the first squares cover, in (0, 1] (default 0.05)")
-    group.add_argument("--init", default="vertical", choices=(*INITS, "both"),
-                       help="stripe initialisation (default vertical); both: run each, the paper's Figure 4")
-    group.add_argument("--loss", default="ce", choices=ORACLES,
-                       help="oracle: ce, the paper's pixel-wise cross entropy (default), or margin")
+    group.add_argument("--p-init", type=float_in(0, 1, open_min=True),
+                       help="square: fraction of the image the first squares cover, in (0, 1] (default 0.05)")
+    group.add_argument("--p-schedule", choices=P_SCHEDULES,
+                       help="square: how squares shrink; paper: the reference schedule (default); scaled: by the "
+                            "image size, one cover of the image per square size, squares of at least 3 pixels")
+    group.add_argument("--colour", choices=COLOURS, default="rgb",
+                       help="rgb: a square has one ±eps sign per channel (the paper's), a hard-label block is one "
+                            "channel's (default); grey: one sign for all channels (a brightness step)")
+    group.add_argument("--init", default="vertical", choices=(*STARTS, "both"),
+                       help="the start: vertical or horizontal stripes (default vertical; the paper's), checker: a "
+                            "pixel checkerboard (stronger on VGG-type models); both: vertical and horizontal, the "
+                            "paper's Figure 4")
+    group.add_argument("--loss", choices=ORACLES,
+                       help="square's oracle: ce, the paper's pixel-wise cross entropy (default); margin; mce and "
+                            "mmargin: cross entropy or margin of the still-correct pixels only")
     group.add_argument("--seed", type=seed_int, default=0, metavar="SEED",
                        help=f"seed of the attack's random stream, 0-{MAX_SEED} (default 0)")
     group.add_argument("--resume", action="store_true",
@@ -83,28 +114,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
 
 
+Config = SquareConfig | HardLabelConfig
+State = SquareState | HardLabelState
+
+
 @dataclass
 class Outcome:
     """One finished attack run and the scores of its adversarial images."""
 
-    config: SquareConfig
-    state: SquareState
+    config: Config
+    state: State
     scores: Scores
 
 
 def run(args: argparse.Namespace) -> int:
     configs = _configs(args)
+    title = TITLES[args.attack]
     curve_png = Path(args.curve).with_suffix(".png") if args.curve else None
     check_outputs({"--json": args.json, "--curve": args.curve, "--curve (its PNG)": curve_png})
     set_threads()
     data = data_from_args(args, args.split, args.n_images)
     images, labels = (np.ascontiguousarray(t.numpy()) for t in data.tensors(slice(None)))
-    model, source = load_model(args, data)
-    with engine_from_args(args, model, source, data) as engine:
-        contexts = [run_context(args.model, args.size, source["sha256"], engine.info.as_dict(), data.describe(),
-                                len(data), config) for config in configs]
-        if args.resume and not any(state_path(context).is_file() for context in contexts):
-            raise HarnessError("no saved Square Attack state of this run (same model, engine, images and "
+    target = target_from_args(args, data)
+    with target_engine_from_args(args, target, data) as engine:
+        if args.attack == "square":
+            require_scores(engine, "the Square Attack")  # before any work: a class map has no scores to read
+        contexts = [_context(target, engine, data, config) for config in configs]
+        if args.resume and not any(state_path(c, config=config).is_file() for c, config in zip(contexts, configs,
+                                                                                                strict=True)):
+            raise HarnessError(f"no saved {title} state of this run (same model, engine, images and "
                                "attack options) to resume; start it without --resume")
         clean, clean_seconds = _clean_scores(engine, images, labels, data.num_classes)
         outcomes = []
@@ -114,24 +152,45 @@ def run(args: argparse.Namespace) -> int:
                 return INTERRUPTED
             outcomes.append(outcome)
         info = engine.info.as_dict()
-    _report(args, data, clean, clean_seconds, outcomes)
+    _report(args, target, data, clean, clean_seconds, outcomes)
     if args.curve:
-        _write_curve(args, data, clean, outcomes, info)
+        _write_curve(args, target, data, clean, outcomes, info)
     if args.json:
-        write_results(args.json, _records(args, data, source, info, clean, clean_seconds, outcomes))
+        write_results(args.json, _records(args, target, data, info, clean, clean_seconds, outcomes))
         console.print(f"wrote {args.json}")
     return 0
 
 
-def _configs(args: argparse.Namespace) -> list[SquareConfig]:
+def _context(target: Target, engine: Engine, data: SegmentationData, config: Config) -> dict[str, Any]:
+    """What a saved run must have been run with: a built-in model's as before targets existed (its saved runs
+    still resume), a user's target also with its description (file, sha256, card)."""
+    context = run_context(target.name, target.size or target.kind, target.sha256, engine.info.as_dict(),
+                          data.describe(), len(data), config)
+    if target.kind != "builtin":
+        context["target"] = target.describe()
+    return context
+
+
+def _configs(args: argparse.Namespace) -> list[Config]:
     check_eps(args.eps)
-    if not 0 < args.p_init <= 1:
-        raise HarnessError(f"--p-init {args.p_init} is outside (0, 1]")
     if args.curve and Path(args.curve).suffix.lower() != ".json":
         raise HarnessError(f"--curve {args.curve}: give a .json file name; the PNG is written beside it")
-    inits = INITS if args.init == "both" else (args.init,)
-    configs = [SquareConfig(eps=args.eps, queries=args.queries, p_init=args.p_init, init=init, loss=args.loss,
-                            seed=args.seed) for init in inits]
+    inits = FIGURE_4_INITS if args.init == "both" else (args.init,)
+    configs: list[Config]
+    if args.attack == "hardlabel":
+        given = [option for name, (option, _) in SQUARE_OPTIONS.items() if getattr(args, name) is not None]
+        if given:
+            raise HarnessError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --attack square; "
+                               "the hard-label attack reads no scores and flips blocks of signs instead of squares")
+        configs = [HardLabelConfig(eps=args.eps, queries=args.queries, init=init, seed=args.seed, colour=args.colour)
+                   for init in inits]
+    else:
+        square = {name: default if getattr(args, name) is None else getattr(args, name)
+                  for name, (_, default) in SQUARE_OPTIONS.items()}
+        if not 0 < square["p_init"] <= 1:
+            raise HarnessError(f"--p-init {square['p_init']} is outside (0, 1]")
+        configs = [SquareConfig(eps=args.eps, queries=args.queries, init=init, seed=args.seed, colour=args.colour,
+                                **square) for init in inits]
     for config in configs:
         config.validate()  # the attack's own limits (its smallest eps), before any work
     return configs
@@ -139,18 +198,19 @@ def _configs(args: argparse.Namespace) -> list[SquareConfig]:
 
 def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int
                   ) -> tuple[Scores, float]:
+    """Scores of the clean images from the engine's class maps (``predict``: a class-map target has no scores)."""
     start = time.perf_counter()
     confusion = ConfusionMatrix(num_classes)
-    confusion.update(engine.infer(images).argmax(1), labels)
+    confusion.update(engine.predict(images), labels)
     return confusion.scores(), time.perf_counter() - start
 
 
-def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+def _attack(engine: Engine, config: Config, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
             data: SegmentationData, args: argparse.Namespace) -> Outcome | None:
     """Run one attack, or with ``--resume`` continue its saved state (a run of ``--init both`` that was
     stopped in its first half has no state for its second yet: that one starts afresh). None when the
     user stopped it; its state is saved then."""
-    path = state_path(context)
+    path = state_path(context, config=config)
     state = load_state(path, context, config, images, labels, data.num_classes) \
         if args.resume and path.is_file() else None
     if state is None and path.is_file() and not args.resume:
@@ -159,7 +219,7 @@ def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], image
     display = _Display(config, len(images))
     last_save: float | None = None  # save the first state at once, so that even an early kill can resume
 
-    def after_iteration(current: SquareState) -> None:
+    def after_iteration(current: State) -> None:
         nonlocal last_save
         display.update(current)
         if last_save is None or time.perf_counter() - last_save >= SAVE_EVERY_SECONDS:
@@ -168,7 +228,8 @@ def _attack(engine: Engine, config: SquareConfig, context: dict[str, Any], image
 
     with _stop_on_signal() as stop, Live(display.render(state), console=console, auto_refresh=False) as live:
         display.live = live
-        state = SquareAttack(config).run(engine, images, labels, state, after_iteration, stop.requested)
+        attack = HardLabelAttack(config) if isinstance(config, HardLabelConfig) else SquareAttack(config)
+        state = attack.run(engine, images, labels, state, after_iteration, stop.requested)
         display.update(state, force=True)
     if not console.is_terminal:
         console.line()  # a Live view printed to a file or pipe ends without a newline
@@ -213,22 +274,25 @@ def _stop_on_signal() -> Iterator[_StopFlag]:
 class _Display:
     """The live view: queries spent, images still attacked, pixel accuracy and loss, throughput."""
 
-    def __init__(self, config: SquareConfig, n_images: int) -> None:
+    def __init__(self, config: Config, n_images: int) -> None:
         self.config = config
         self.n_images = n_images
         self.live: Live | None = None
         self.last = 0.0
 
-    def update(self, state: SquareState, force: bool = False) -> None:
+    def update(self, state: State, force: bool = False) -> None:
         now = time.perf_counter()
         if self.live is not None and (force or now - self.last >= DISPLAY_EVERY_SECONDS):
             self.live.update(self.render(state), refresh=True)
             self.last = now
 
-    def render(self, state: SquareState | None) -> Table:
-        table = Table(title=f"Square Attack, {self.config.init} init, eps {self.config.eps:g}/255, "
-                            f"{self.config.loss} oracle, {self.n_images} images")
-        for column in ("queries / image", "attacked", "pixel acc %", "mean loss", "queries/s", "in engine"):
+    def render(self, state: State | None) -> Table:
+        what = f"{self.config.loss} oracle" if isinstance(self.config, SquareConfig) else "class maps only"
+        title = "Square Attack" if isinstance(self.config, SquareConfig) else "hard-label attack"
+        table = Table(title=f"{title}, {self.config.init} init, eps {self.config.eps:g}/255, {what}, "
+                            f"{self.n_images} images")
+        loss = "mean loss" if isinstance(self.config, SquareConfig) else "fooled fraction"
+        for column in ("queries / image", "attacked", "pixel acc %", loss, "queries/s", "in engine"):
             table.add_column(column, justify="right")
         if state is None:
             table.add_row(f"0 / {self.config.queries}", str(self.n_images), "-", "-", "-", "-")
@@ -241,16 +305,25 @@ class _Display:
         return table
 
 
-def _report(args: argparse.Namespace, data: SegmentationData, clean: Scores, clean_seconds: float,
+def _attack_summary(args: argparse.Namespace, outcomes: list[Outcome]) -> str:
+    """The attack and its parameters, for table and figure titles."""
+    config = outcomes[0].config
+    if isinstance(config, HardLabelConfig):
+        return (f"hard-label attack, eps {config.eps:g}/255, {config.queries} queries per image, class maps only, "
+                f"{config.colour} blocks, seed {config.seed}")
+    return (f"Square Attack, eps {config.eps:g}/255, {config.queries} queries per image, p_init {config.p_init:g}, "
+            f"{config.p_schedule} p schedule, {config.colour} squares, {config.loss} oracle, seed {config.seed}")
+
+
+def _report(args: argparse.Namespace, target: Target, data: SegmentationData, clean: Scores, clean_seconds: float,
             outcomes: list[Outcome]) -> None:
     """The per-class scores, then the summary the issue asks for: clean and adversarial pixel accuracy
     and mIoU, queries spent, queries per second and the share of the time spent inside the engine."""
     rows = [("clean", clean)] + [(o.config.init, o.scores) for o in outcomes]
     console.print(scores_table(
-        f"{args.model} ({args.size}) on {args.engine} {args.precision}, {data.name} {data.split}, {len(data)} images, "
+        f"{target_title(target)} on {args.engine} {args.precision}, {data.name} {data.split}, {len(data)} images, "
         f"{clean.n_pixels} labelled pixels (values in %)", data.class_names, rows))
-    table = ReadableTable(title=f"Square Attack, eps {args.eps:g}/255, {args.queries} queries per image, "
-                        f"p_init {args.p_init:g}, {args.loss} oracle, seed {args.seed}")
+    table = ReadableTable(title=_attack_summary(args, outcomes))
     for column in ("", "pixel acc %", "mIoU %", "queries", "queries/s", "engine s", "wall s", "in engine"):
         table.add_column(column, justify="right")
     table.add_row("clean", f"{100 * clean.pixel_accuracy:.2f}", f"{100 * clean.mean_iou:.2f}", str(len(data)),
@@ -263,37 +336,37 @@ def _report(args: argparse.Namespace, data: SegmentationData, clean: Scores, cle
     console.print(table)
 
 
-def _curve_document(args: argparse.Namespace, data: SegmentationData, clean: Scores, outcomes: list[Outcome],
-                    info: dict[str, Any]) -> dict[str, Any]:
-    return {"model": args.model, "size": args.size, "engine": info, "data": data.describe(),
-            "n_images": len(data), "clean_pixel_accuracy": clean.pixel_accuracy,
+def _curve_document(args: argparse.Namespace, target: Target, data: SegmentationData, clean: Scores,
+                    outcomes: list[Outcome], info: dict[str, Any]) -> dict[str, Any]:
+    return {"model": target.name, "size": target.size or target.kind, "attack": args.attack, "engine": info,
+            "data": data.describe(), "n_images": len(data), "clean_pixel_accuracy": clean.pixel_accuracy,
             "curves": [{"params": o.config.as_dict(), "points": [vars(p) for p in o.state.curve]} for o in outcomes]}
 
 
-def _write_curve(args: argparse.Namespace, data: SegmentationData, clean: Scores, outcomes: list[Outcome],
-                 info: dict[str, Any]) -> None:
+def _write_curve(args: argparse.Namespace, target: Target, data: SegmentationData, clean: Scores,
+                 outcomes: list[Outcome], info: dict[str, Any]) -> None:
     path = Path(args.curve)
     png = path.with_suffix(".png")
-    write_json_atomic(path, _curve_document(args, data, clean, outcomes, info))
+    write_json_atomic(path, _curve_document(args, target, data, clean, outcomes, info))
     plot_square_curves({f"{o.config.init} init": [vars(p) for p in o.state.curve] for o in outcomes}, png,
-                       f"Square Attack on {args.model} ({args.engine} {args.precision}), eps {args.eps:g}/255, "
-                       f"{len(data)} images", clean.pixel_accuracy)
+                       f"{TITLES[args.attack]} on {target.name} ({args.engine} {args.precision}), "
+                       f"eps {args.eps:g}/255, {len(data)} images", clean.pixel_accuracy)
     console.print(f"wrote {path} and {png}")
 
 
-def _records(args: argparse.Namespace, data: SegmentationData, source: dict[str, Any], info: dict[str, Any],
+def _records(args: argparse.Namespace, target: Target, data: SegmentationData, info: dict[str, Any],
              clean: Scores, clean_seconds: float, outcomes: list[Outcome]) -> list[dict[str, Any]]:
     """The clean record of the attacked images and one adversarial record per initialisation."""
-    common = {"model": args.model, "engine": args.engine, "precision": args.precision, "n_images": len(data),
-              "size": args.size, "data": data.describe(), "weights_sha256": source["sha256"], "engine_info": info}
+    common = {"model": target.name, "engine": args.engine, "precision": args.precision, "n_images": len(data),
+              **record_fields(target), "data": data.describe(),
+              "weights_sha256": target.sha256 or info["artifact_sha256"], "engine_info": info}
     records = [make_record(**common, attack="none", params={}, scores=clean, queries=len(data),
                            seconds=clean_seconds)]
     for o in outcomes:
         params = {k: v for k, v in o.config.as_dict().items() if k != "curve_every"}
-        records.append(make_record(**common, attack="square", params=params, scores=o.scores,
+        records.append(make_record(**common, attack=args.attack, params=params, scores=o.scores,
                                    queries=int(o.state.queries.sum()), seconds=o.state.seconds,
                                    engine_seconds=round(o.state.engine_seconds, 4),
                                    queries_per_image_max=int(o.state.queries.max()),
                                    curve=[vars(p) for p in o.state.curve]))
     return records
-
