@@ -19,11 +19,12 @@ import secrets
 import shutil
 import socket
 import stat
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 
 MAX_JSON_BYTES = 256 << 20  # results, suite.json and curves the harness writes are far smaller
 _DEFAULT_NAME_MAX = 255
@@ -341,6 +342,20 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
         raise HarnessError(f"{what}{path} is not a harness file: its JSON is nested too deeply to read") from None
     except ValueError as e:  # JSONDecodeError, an integer of more than 4300 digits, a repeated key
         raise HarnessError(f"{what}{path} is not valid JSON ({e}); re-run to regenerate it") from None
+
+
+def parse_toml(text: str, where: str, what: str) -> dict[str, Any]:
+    """The TOML document ``text``; a one-line HarnessError prefixed with ``where`` (e.g. the file name) when it is
+    not TOML, nested too deeply, or holds an integer too long to read; ``what`` names the document ("a suite
+    file", "a model card") in those messages."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HarnessError(f"{where}: not valid TOML ({error_line(e)})") from None
+    except RecursionError:
+        raise HarnessError(f"{where}: not {what}: its arrays or tables are nested too deeply to read") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise HarnessError(f"{where}: not {what}: {error_line(e)}") from None
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from harness.errors import HarnessError, error_line
-from harness.fileio import read_text, write_bytes_atomic
+from harness.errors import HarnessError
+from harness.fileio import parse_toml, read_text, write_bytes_atomic
 
 SCHEMA = 1
 UNKNOWN = "unknown"
@@ -240,14 +240,7 @@ def load_card(path: str | os.PathLike) -> ModelCard:
 def parse_card(text: str, where: str) -> ModelCard:
     """The card of TOML ``text``; ``where`` (e.g. "card FILE") prefixes every error. Unknown keys are refused
     (the message lists the known ones), every value is checked (type, range, consistency)."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise HarnessError(f"{where}: not valid TOML ({error_line(e)})") from None
-    except RecursionError:
-        raise HarnessError(f"{where}: not a model card: its arrays or tables are nested too deeply") from None
-    except ValueError as e:  # an integer of more than 4300 digits
-        raise HarnessError(f"{where}: not a model card: {error_line(e)}") from None
+    doc = parse_toml(text, where, "a model card")
     return _from_doc(doc, where)
 
 
