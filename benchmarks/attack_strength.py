@@ -126,7 +126,7 @@ def check(model: str, rows: dict[str, Any], steps: int, defended: bool) -> list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
-                        help="undefended models (default: all four; none: the defended model only)")
+                        help="undefended models (default: all four; --models with no names: the defended model only)")
     parser.add_argument("--n-images", type=int, default=16)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eps", type=float, default=8.0)
