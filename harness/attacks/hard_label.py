@@ -17,39 +17,25 @@ method's description:
   each of its blocks once, per image in its own pseudo-random order; after the finest level the
   levels start again.
 
-Template-method split (DESIGN.md): :meth:`HardLabelAttack.run` validates, seeds, times and records;
-:meth:`HardLabelAttack._step` is the algorithm of one iteration.
+Template-method split (DESIGN.md): the budgeted query loop, its bookkeeping and resumable states are
+harness/attacks/query_loop.py's (shared with the Square Attack); :class:`HardLabelAttack` gives only its start
+(:meth:`HardLabelAttack._start`) and one iteration's candidates and acceptance (:meth:`HardLabelAttack._improve`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from harness.attacks.base import check_eps
 from harness.attacks.oracle import Oracle
-from harness.attacks.square import (
-    AUTO_FIRST_CANDIDATE,
-    COLOURS,
-    DEFAULT_CURVE_POINTS,
-    MIN_EPS,
-    STARTS,
-    CurvePoint,
-    RunProgress,
-    arrays_problem,
-    fingerprint,
-    init_signs,
-    progress_problem,
-)
+from harness.attacks.query_loop import CHANNELS, BlackBoxAttack, BudgetConfig, RunProgress, progress_problem, timed
+from harness.attacks.square import AUTO_FIRST_CANDIDATE, COLOURS, STARTS, init_signs
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
 
-CHANNELS = 3
 # Tries at drawing a multiplier coprime to a level's block count: each succeeds with probability >= 6/pi^2 / 2
 # for the counts that occur, so the fallback (multiplier 1: the blocks in order from a random start) is rare.
 _COPRIME_TRIES = 64
@@ -63,7 +49,7 @@ class ClassMapEngine(Protocol):
 
 
 @dataclass(frozen=True)
-class HardLabelConfig:
+class HardLabelConfig(BudgetConfig):
     """Parameters of one run.
 
     eps: L∞ radius on the 0-255 pixel scale (8 means 8/255); queries: per-image budget, the initial
@@ -80,13 +66,7 @@ class HardLabelConfig:
     colour: str = "rgb"
 
     def validate(self) -> None:
-        check_eps(self.eps)
-        if self.eps < MIN_EPS:
-            raise HarnessError(f"eps {self.eps:g} is below the hard-label attack's minimum {MIN_EPS:g} (0-255 "
-                               "scale): a step that small is lost in float32 rounding of [0, 1] pixels; give a "
-                               "larger --eps")
-        if self.queries < 1:
-            raise HarnessError(f"the query budget must be >= 1, got {self.queries}")
+        self.check_budget("hard-label attack")
         if self.init not in STARTS:
             raise HarnessError(f"unknown init {self.init!r}; choose from: {', '.join(STARTS)}")
         if self.curve_every < 0:
@@ -99,45 +79,21 @@ class HardLabelConfig:
         """Channels a block is cut in: each channel its own blocks (rgb) or one block for all (grey)."""
         return CHANNELS if self.colour == "rgb" else 1
 
-    @property
-    def radius(self) -> float:
-        """ε in [0, 1] pixel units, the scale of the images."""
-        return self.eps / 255.0
-
-    @property
-    def curve_step(self) -> int:
-        return self.curve_every or max(1, self.queries // DEFAULT_CURVE_POINTS)
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HardLabelState(RunProgress):
-    """Everything a run needs to continue, and everything it reports.
-
-    signs int8 (N, 3, H, W): the best perturbation per image, ε times these signs (:meth:`adversarial`);
-    best_loss float64 (N,): the fraction of its labelled pixels each best image gets wrong (the only
-    score a class map gives); best_pred uint8 (N, H, W): the engine's class map of the best image;
-    correct int64 (N,): labelled pixels best_pred gets right; labelled int64 (N,); queries int64 (N,):
-    engine queries spent per image (<= config.queries); iteration: block flips done (the initial query
-    is not one); rng: the generator state; engine_seconds / seconds: wall time inside ``predict`` / of
-    the whole run, summed over resumes; fingerprint: sha256 of the images, labels and config.
+    """Everything a run needs to continue, and everything it reports: the bookkeeping of
+    :class:`~harness.attacks.query_loop.RunProgress` (best_loss: the fraction of its labelled pixels each best
+    image gets wrong, the only score a class map gives; ``engine_seconds``: inside ``predict``; iteration: block
+    flips done) and signs int8 (N, 3, H, W): the best perturbation per image, ε times these signs
+    (:meth:`adversarial`).
     """
 
     config: HardLabelConfig
     signs: np.ndarray
-    best_loss: np.ndarray
-    best_pred: np.ndarray
-    correct: np.ndarray
-    labelled: np.ndarray
-    queries: np.ndarray
-    iteration: int
-    rng: dict[str, Any]
-    fingerprint: str
-    curve: list[CurvePoint] = field(default_factory=list)
-    engine_seconds: float = 0.0
-    seconds: float = 0.0
 
     def adversarial(self, images: np.ndarray) -> np.ndarray:
         """The best images: ``images`` float32 (N, 3, H, W) plus ε times the signs, clipped to [0, 1]."""
@@ -198,85 +154,30 @@ def block_orders(seed: int, cycle: int, level: int, n_images: int, count: int) -
     return multipliers, offsets
 
 
-class HardLabelAttack:
+class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
     """``HardLabelAttack(config).run(engine, images, labels)``: the decision-based attack above.
 
-    ``images`` float32 (N, 3, H, W) in [0, 1]; ``labels`` int64 (N, H, W), 255 = ignore. Guarantees
-    (those of the Square Attack): per image at most ``config.queries`` images are sent to the engine, the
-    initial query included; one ``predict`` call per iteration carries one candidate for each image still
-    under attack; the adversarial images stay within ε/255 (L∞) of ``images`` and in [0, 1]; each image's
-    count of correct pixels never rises. The same seed, inputs and engine give the same run, and a run
-    continued from a saved state (``state=``) is the run it would have been.
+    The guarantees of :class:`~harness.attacks.query_loop.BlackBoxAttack` (those of the Square Attack), through
+    ``predict`` (class maps) alone; the best never getting worse: each image's count of correct pixels never rises.
     """
 
-    def __init__(self, config: HardLabelConfig) -> None:
-        config.validate()
-        self.config = config
+    title = "hard-label attack"
+    state_type = HardLabelState
+    perturbation = ("signs", np.int8)
+    pieces = "blocks"
 
-    def run(self, engine: ClassMapEngine, images: np.ndarray, labels: np.ndarray,
-            state: HardLabelState | None = None, on_iteration: Callable[[HardLabelState], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> HardLabelState:
-        """Attack until every image is fooled on all its pixels or has spent its budget.
-
-        ``state``: a saved state of this same run to continue from (a HarnessError when it does not belong
-        to it or breaks a guarantee: :meth:`state_problem`). ``on_iteration(state)`` runs after the initial
-        query and after every iteration; ``should_stop()`` is asked between iterations: True ends the call
-        early with a consistent state that can be saved and continued.
-        """
+    def _check_engine(self, engine: ClassMapEngine) -> None:
         if not callable(getattr(engine, "predict", None)):
             raise HarnessError("the hard-label attack needs an engine with predict(images) -> class maps")
-        images, labels = self._validate(images, labels)
-        oracle = Oracle("ce", labels)  # for its checked labels and counts only: no score is ever read
-        expected = fingerprint(images, labels, self.config)
-        start = time.perf_counter()
-        if state is None:
-            rng = np.random.default_rng(self.config.seed)
-            state = self._initial(engine, images, oracle, expected, rng)
-            state.seconds += time.perf_counter() - start
-            if on_iteration is not None:
-                on_iteration(state)
-        else:
-            problem = _state_problem(state, self.config, images, oracle, expected)
-            if problem is not None:
-                raise HarnessError(f"the saved hard-label attack state {problem}")
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state.rng
-        # As the Square Attack's: queries - 1 iterations after the initial query spend every image's budget.
-        for _ in range(self.config.queries - 1 - state.iteration):
-            if state.finished or (should_stop is not None and should_stop()):
-                break
-            t0 = time.perf_counter()
-            self._step(engine, images, oracle, state, rng)
-            state.rng = rng.bit_generator.state
-            state.seconds += time.perf_counter() - t0
-            if on_iteration is not None:
-                on_iteration(state)
-        return state
 
-    def state_problem(self, state: HardLabelState, images: np.ndarray, labels: np.ndarray,
-                      num_classes: int | None = None) -> str | None:
-        """Why ``state`` cannot continue this run on ``images`` and ``labels``, as a phrase ("has ..."), or None
-        (``run`` refuses such a state with a HarnessError). ``num_classes``: the engine's classes, when known."""
-        images, labels = self._validate(images, labels)
-        return _state_problem(state, self.config, images, Oracle("ce", labels),
-                              fingerprint(images, labels, self.config), num_classes)
-
-    def _validate(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.ndim != 4 \
-                or images.shape[1] != CHANNELS or len(images) < 1:
-            raise HarnessError("images must be a float32 numpy array (N, 3, H, W) with N >= 1")
-        if images.min() < 0 or images.max() > 1:
-            raise HarnessError("images must lie in [0, 1]")
-        if not isinstance(labels, np.ndarray) or labels.shape != (images.shape[0], *images.shape[2:]):
-            raise HarnessError(f"labels must be (N, H, W) = {(images.shape[0], *images.shape[2:])}")
-        return np.ascontiguousarray(images), labels.astype(np.int64)
+    def _loss_name(self) -> str:
+        return "ce"  # for the oracle's checked labels and counts only: no score is ever read
 
     def _predict(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
                  rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
         """The engine's class maps uint8 (n, H, W) of ``batch``, their correct-pixel counts, the seconds taken."""
-        t0 = time.perf_counter()
-        maps = np.asarray(engine.predict(batch))
-        seconds = time.perf_counter() - t0
+        answer, seconds = timed(engine.predict, batch)
+        maps = np.asarray(answer)
         if maps.shape != (len(batch), *batch.shape[2:]) or maps.dtype.kind not in "iu":
             raise HarnessError(f"the engine's predict returned {maps.dtype} {maps.shape} for images {batch.shape}; "
                                "expected integer class maps (N, H, W)")
@@ -287,51 +188,49 @@ class HardLabelAttack:
         labels = oracle.labels if rows is None else oracle.labels[rows]
         return maps, (maps == labels).sum(axis=(1, 2), dtype=np.int64), seconds
 
-    def _initial(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle, run_fingerprint: str,
-                 rng: np.random.Generator) -> HardLabelState:
-        cfg = self.config
-        signs = init_signs(images.shape, cfg.init, rng)  # the Square Attack's start for the same seed
-        pred, correct, seconds = self._predict(engine, perturbed(images, signs, cfg.radius), oracle, None)
-        labelled = oracle.labelled.copy()
-        state = HardLabelState(
-            config=cfg, signs=signs, best_loss=fooled_fraction(correct, labelled), best_pred=pred, correct=correct,
-            labelled=labelled, queries=np.ones(len(images), dtype=np.int64), iteration=0,
-            rng=rng.bit_generator.state, fingerprint=run_fingerprint, engine_seconds=seconds)
-        state.curve.append(CurvePoint(1, state.pixel_accuracy, state.mean_loss))
-        return state
+    def _start(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle,
+               rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
+        signs = init_signs(images.shape, self.config.init, rng)  # the Square Attack's start for the same seed
+        pred, correct, seconds = self._predict(engine, perturbed(images, signs, self.config.radius), oracle, None)
+        return {"signs": signs, "best_loss": fooled_fraction(correct, oracle.labelled), "best_pred": pred,
+                "correct": correct}, seconds
 
-    def _step(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle, state: HardLabelState,
-              rng: np.random.Generator) -> None:
-        """One iteration: one block of signs flipped per active image, one engine call, keep what fools more."""
-        cfg = self.config
-        active = state.active
-        n, _, h, w = images.shape
-        if state.iteration == 0 and cfg.init == "auto":  # the other start as the first candidate
+    def _improve(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle, state: HardLabelState,
+                 active: np.ndarray, rng: np.random.Generator) -> float:
+        """One block of signs flipped per active image, one engine call, keep what fools more."""
+        if state.iteration < self.config.first_update:  # the other start as the first candidate
             signs = init_signs((active.size, *images.shape[1:]), AUTO_FIRST_CANDIDATE, rng)
         else:
             signs = self._flipped(state, active, images.shape)
-        rows = None if active.size == n else active
+        rows = None if active.size == len(images) else active
         clean = images if rows is None else images[active]
-        pred, correct, seconds = self._predict(engine, perturbed(clean, signs, cfg.radius), oracle, rows)
-        state.engine_seconds += seconds
+        pred, correct, seconds = self._predict(engine, perturbed(clean, signs, self.config.radius), oracle, rows)
         better = correct < state.correct[active]
         won = active[better]
         state.signs[won] = signs[better]
         state.best_pred[won] = pred[better]
         state.correct[won] = correct[better]
         state.best_loss[won] = fooled_fraction(correct[better], state.labelled[won])
-        state.queries[active] += 1
-        state.iteration += 1
-        spent = 1 + state.iteration
-        if spent % cfg.curve_step == 0 or state.finished:
-            state.curve.append(CurvePoint(spent, state.pixel_accuracy, state.mean_loss))
+        return seconds
+
+    def _own_problem(self, state: HardLabelState, images: np.ndarray, oracle: Oracle,
+                     num_classes: int | None) -> str | None:
+        """Signs that are all -1 or +1 (so the images are in the ε-ball and in [0, 1] by construction), the shared
+        bookkeeping (``query_loop.progress_problem``), and scores that are the fooled fractions of the counts."""
+        if not np.all(np.abs(state.signs) == 1):
+            return "has signs other than -1 and +1"
+        problem = progress_problem(state, self.config, oracle, num_classes)
+        if problem is not None:
+            return problem
+        if not np.array_equal(state.best_loss, fooled_fraction(state.correct, state.labelled)):
+            return "has scores that are not the fooled fractions of its correct-pixel counts"
+        return None
 
     def _flipped(self, state: HardLabelState, active: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The signs of the best images of ``active`` with this iteration's block of each flipped (a copy)."""
         n, _, h, w = shape
-        first = 1 if self.config.init == "auto" else 0
         channels = self.config.block_channels
-        cycle, level, step = schedule_position(state.iteration - first, h, w, channels)
+        cycle, level, step = schedule_position(state.iteration - self.config.first_update, h, w, channels)
         side = level_sides(h, w)[level]
         grid_rows, grid_cols = block_grid(side, h, w)
         count = channels * grid_rows * grid_cols
@@ -343,24 +242,3 @@ class HardLabelAttack:
         for i, (c, r, q) in enumerate(zip(channel, top * side, left * side, strict=True)):
             signs[i, c if channels > 1 else slice(None), r:r + side, q:q + side] *= -1
         return signs
-
-
-def _state_problem(state: HardLabelState, config: HardLabelConfig, images: np.ndarray, oracle: Oracle,
-                   run_fingerprint: str, num_classes: int | None = None) -> str | None:
-    """What breaks a guarantee if the run continued from ``state``, or None: the Square Attack's checks of the
-    shared bookkeeping (``square.progress_problem``), signs that are all -1 or +1 (so the images are in the
-    ε-ball and in [0, 1] by construction) and scores that are the fooled fractions of the counts. Not checked
-    (it would cost a query per image): that best_pred is the engine's answer to the best images."""
-    if not isinstance(state, HardLabelState) or state.config != config or state.fingerprint != run_fingerprint:
-        return "belongs to other images, labels or parameters"
-    problem = arrays_problem(state, {"signs": (np.int8, images.shape)}, images.shape)
-    if problem is not None:
-        return problem
-    if not np.all(np.abs(state.signs) == 1):
-        return "has signs other than -1 and +1"
-    problem = progress_problem(state, config, oracle, num_classes)
-    if problem is not None:
-        return problem
-    if not np.array_equal(state.best_loss, fooled_fraction(state.correct, state.labelled)):
-        return "has scores that are not the fooled fractions of its correct-pixel counts"
-    return None

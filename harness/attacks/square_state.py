@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from harness.attacks.hard_label import HardLabelAttack, HardLabelConfig, HardLabelState
-from harness.attacks.square import CurvePoint, SquareAttack, SquareConfig, SquareState, short_repr
+from harness.attacks.query_loop import BlackBoxAttack, CurvePoint, short_repr
+from harness.attacks.square import SquareAttack, SquareConfig, SquareState
 from harness.errors import HarnessError
 from harness.fileio import atomic_path, cache_dir
 
@@ -41,24 +42,35 @@ _START_AFRESH = "delete it or run without --resume to start afresh"
 
 @dataclass(frozen=True)
 class _Kind:
-    """What differs between the attacks' state files: the name in messages, the classes, the perturbation array
-    (its name and bytes per value) and the cache folder."""
+    """What differs between the attacks' state files: the attack (its name in messages, state class and
+    perturbation array), its config class and the cache folder."""
 
-    title: str
+    attack: type[BlackBoxAttack]
     config: type
-    state: type
-    attack: type
-    perturbation: str
-    value_bytes: int
     folder: str
+
+    @property
+    def title(self) -> str:
+        return self.attack.title
+
+    @property
+    def state(self) -> type:
+        return self.attack.state_type
+
+    @property
+    def perturbation(self) -> str:
+        return self.attack.perturbation[0]
+
+    @property
+    def value_bytes(self) -> int:
+        return np.dtype(self.attack.perturbation[1]).itemsize
 
     @property
     def arrays(self) -> tuple[str, ...]:
         return (self.perturbation, *_PROGRESS)
 
 
-_KINDS = (_Kind("Square Attack", SquareConfig, SquareState, SquareAttack, "x_best", 4, "square"),
-          _Kind("hard-label attack", HardLabelConfig, HardLabelState, HardLabelAttack, "signs", 1, "hardlabel"))
+_KINDS = (_Kind(SquareAttack, SquareConfig, "square"), _Kind(HardLabelAttack, HardLabelConfig, "hardlabel"))
 
 
 def _kind_of(config: Any) -> _Kind:

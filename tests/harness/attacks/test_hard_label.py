@@ -317,6 +317,43 @@ def test_bad_parameters_and_inputs_are_one_line_errors(torch_engine, batch):
         attack.run(torch_engine, images, empty)
 
 
+class ModulePredictor:
+    """The real TinyNet's argmax at any image size (no Engine: the engines need 32x32 or more)."""
+
+    def __init__(self) -> None:
+        self.module = TinyNet().eval()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(images)).argmax(1).numpy()
+
+
+# Images one pixel high or wide: a start whose draws already have the images' shape (stripes along the short
+# side) must still give the attack signs it can write its best blocks into.
+@pytest.mark.parametrize("height, width", [(1, 9), (9, 1), (1, 1), (2, 1)])
+@pytest.mark.parametrize("init", ["vertical", "horizontal", "checker", "auto"])
+def test_images_one_pixel_high_or_wide_keep_every_guarantee(height, width, init):
+    engine = ModulePredictor()
+    images = np.random.default_rng(height * 10 + width).random((3, 3, height, width), dtype=np.float32)
+    labels = engine.predict(images).astype(np.int64)
+    watch = Watch()
+    state = HardLabelAttack(HardLabelConfig(eps=EPS, queries=12, init=init)).run(engine, images, labels,
+                                                                                 on_iteration=watch)
+    assert np.all(state.queries <= 12) and np.all(np.abs(state.signs) == 1)
+    assert np.all(np.diff(np.stack(watch.correct), axis=0) <= 0)
+    adversarial = state.adversarial(images)
+    assert np.abs(adversarial - images).max() <= EPS / 255 + 1e-6
+    assert np.array_equal(engine.predict(adversarial), state.best_pred)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 5), (2, 3, 5, 0), (1, 3, 0, 0)])
+def test_images_without_pixels_are_a_one_line_error(shape):
+    with pytest.raises(HarnessError, match="too small for blocks") as error:
+        HardLabelAttack(HardLabelConfig(eps=EPS, queries=3)).run(ModulePredictor(), np.zeros(shape, np.float32),
+                                                                   np.zeros((shape[0], *shape[2:]), np.int64))
+    assert "\n" not in str(error.value)
+
+
 def test_the_auto_start_tries_the_checkerboard_first_and_resumes_from_any_point(torch_engine, batch, tmp_path):
     images, labels = batch
     config = HardLabelConfig(eps=EPS, queries=12, seed=2, init="auto")

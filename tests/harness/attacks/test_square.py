@@ -165,6 +165,24 @@ def test_bad_parameters_and_inputs_are_one_line_errors(batch):
         attack.run(engine, images, empty)
 
 
+@pytest.mark.parametrize("engine", [object(), types.SimpleNamespace(infer=None),
+                                    types.SimpleNamespace(predict=lambda x: np.zeros((len(x), *x.shape[2:])))])
+def test_an_object_without_infer_is_a_one_line_error(batch, engine):
+    images, labels = batch
+    with pytest.raises(HarnessError, match="needs an engine with infer") as error:
+        SquareAttack(SquareConfig(eps=8.0, queries=3)).run(engine, images, labels)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 5), (2, 3, 5, 0), (2, 3, 1, 5), (2, 3, 5, 1), (1, 3, 0, 0)])
+def test_images_without_room_for_a_square_are_a_one_line_error(shape):
+    engine = types.SimpleNamespace(infer=lambda x: np.zeros((len(x), 7, *x.shape[2:]), np.float32))
+    with pytest.raises(HarnessError, match="too small for squares") as error:
+        SquareAttack(SquareConfig(eps=8.0, queries=3)).run(engine, np.zeros(shape, np.float32),
+                                                           np.zeros((shape[0], *shape[2:]), np.int64))
+    assert "\n" not in str(error.value)
+
+
 # ---------------------------------------------------------------- a plain numpy function as the engine
 
 @pytest.fixture(scope="module")

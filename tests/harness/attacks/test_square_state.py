@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.attacks.query_loop import CurvePoint
 from harness.attacks.square import (
     _UNCHANGED,
     MAX_REDRAWS,
     MIN_EPS,
-    CurvePoint,
     SquareAttack,
     SquareConfig,
     SquareState,
