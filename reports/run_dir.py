@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
 from harness.data.base import IGNORE_INDEX, is_class_name
 from harness.errors import HarnessError
 from harness.fileio import read_json
@@ -98,7 +99,7 @@ def validate_suite(doc: Any, where: str) -> dict[str, Any]:
     if "data" in config:
         data = schema.mapping(config["data"], f"{where}: suite.data")
         _maybe(data, "source", f"{where}: suite.data", _path)
-        _maybe(data, "image_size", f"{where}: suite.data", schema.optional(schema.count))
+        _maybe(data, "image_size", f"{where}: suite.data", schema.optional(_image_size))
         _maybe(data, "seed", f"{where}: suite.data", schema.integer)
     if "check" in config:
         check = schema.mapping(config["check"], f"{where}: suite.check")
@@ -258,10 +259,11 @@ def _check_experiment_fields(records: list[dict[str, Any]], where: str) -> None:
     ``init`` and ``queries`` parameters; a worst case's ``worst_case`` win counts are well formed."""
     for i, record in enumerate(records):
         worst_case_wins(record, f"{where}: record {i}")
-        if "square" in record.get("experiments", ()) and record["attack"] == "square":
+        if "square" in record.get("experiments", ()) and record["attack"] in BLACKBOX_ATTACKS:
             for name in ("init", "queries"):
                 if name not in record["params"]:
-                    raise HarnessError(f"{where}: record {i}: a Square record lacks params.{name}")
+                    what = "Square" if record["attack"] == "square" else "hard-label"
+                    raise HarnessError(f"{where}: record {i}: a {what} record lacks params.{name}")
 
 
 def _optional(path: Path, validate: Any) -> Any:
@@ -281,6 +283,15 @@ def _maybe(doc: dict[str, Any], key: str, where: str, check: Any) -> Any:
 
 def _path(value: Any, where: str) -> str:
     return schema.string(value, where, max_length=4096)
+
+
+def _image_size(value: Any, where: str) -> int | str:
+    """A suite's image size: a side (a count) or "HEIGHTxWIDTH" (a non-square size, as the suite file writes it)."""
+    if isinstance(value, str):
+        if not re.fullmatch(r"[1-9][0-9]{0,5}x[1-9][0-9]{0,5}", value):
+            schema.fail(where, "a side in pixels or \"HEIGHTxWIDTH\"", value)
+        return value
+    return schema.count(value, where)
 
 
 def _name(value: Any, where: str) -> str:

@@ -141,15 +141,20 @@ def _sweep_section(run: RecordedRun, out: Path) -> list[str]:
 
 
 def _square_section(run: RecordedRun, out: Path) -> list[str]:
-    lines = ["## Figure 4: Square Attack", "",
+    # A run's curve documents name their attack ([square] attack); older runs' have none: the Square Attack.
+    hard_label = any(doc.get("attack") == "hardlabel" for doc in run.curves or [])
+    title = "hard-label attack" if hard_label else "Square Attack"
+    lines = [f"## Figure 4: {title}", "",
+             "Black-box, class maps only, through the deployed engine; pixel accuracy and the fraction of fooled "
+             "pixels against queries per image, from each initialisation." if hard_label else
              "Black-box, logits only, through the deployed engine; pixel accuracy and the mean oracle loss "
              "(pixel-wise cross entropy) against queries per image, from vertical and horizontal stripes.", ""]
     for doc in run.curves or []:
         engine = doc["engine"]
         name = f"figure4_square_{doc['model']}_{engine['name']}_{engine['precision']}.png"
         eps = doc["curves"][0]["params"]["eps"] if doc["curves"] else 0
-        title = (f"Square Attack on {doc['model']} ({engine['name']} {engine['precision']}), eps {eps:g}/255, "
-                 f"{doc['n_images']} images")
+        title = (f"{'hard-label attack' if doc.get('attack') == 'hardlabel' else 'Square Attack'} on {doc['model']} "
+                 f"({engine['name']} {engine['precision']}), eps {eps:g}/255, {doc['n_images']} images")
         plot_square_curves({f"{c['params']['init']} init": c["points"] for c in doc["curves"]}, out / name, title,
                            doc["clean_pixel_accuracy"])
         lines += [f"![Figure 4: {doc['model']}]({name})", ""]

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
 from harness.attacks.sanity import sanity_warnings
 from reports.tables import (
     ReadableTable,
@@ -90,18 +91,21 @@ def deployment_gap(records: list[dict[str, Any]]) -> list[Table]:
 
 
 def square(records: list[dict[str, Any]]) -> list[Table]:
-    """Square Attack per model and initialisation: clean and adversarial scores, queries and time."""
+    """The black-box attack ([square] attack: Square or hard-label) per model and initialisation: clean and
+    adversarial scores, queries and time."""
     selected = of_experiment(records, "square")
     if not selected:
         return []
     clean = {(r["model"], r["engine"], r["precision"], r["n_images"]): r for r in selected if r["attack"] == "none"}
-    table = ReadableTable(key_columns=3, title=f"Figure 4: Square Attack (L-inf, black-box, logits only), eps "
-                                               f"{_eps(selected)}/255, {_images(selected)} images")
+    what = "Square Attack (L-inf, black-box, logits only)" if all(r["attack"] != "hardlabel" for r in selected) \
+        else "hard-label attack (L-inf, black-box, class maps only)"
+    table = ReadableTable(key_columns=3, title=f"Figure 4: {what}, eps {_eps(selected)}/255, {_images(selected)} "
+                                               "images")
     for column in ("model", "engine", "init", "queries / image", "clean acc", "adv acc", "clean mIoU", "adv mIoU",
                    "queries/s", "in engine"):
         table.add_column(column, justify="left" if column in ("model", "engine", "init") else "right")
     for r in selected:
-        if r["attack"] != "square":
+        if r["attack"] not in BLACKBOX_ATTACKS:
             continue
         base = clean.get((r["model"], r["engine"], r["precision"], r["n_images"]), {})
         seconds = max(float(r["seconds"]), 1e-9)

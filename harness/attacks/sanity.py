@@ -3,8 +3,9 @@ white-box evaluation never shows, so that each one warns that gradients may be m
 
 :func:`sanity_warnings` is a pure function over result records (DESIGN.md schema; it runs nothing):
 
-- ``blackbox``: a black-box attack (Square, or examples transferred from another model) leaves fewer correct
-  pixels than the strongest white-box attack on the same model, precision and images;
+- ``blackbox``: a black-box attack (:func:`is_blackbox`: a query attack of harness.attacks.blackbox_attacks,
+  Square or hard-label, or examples transferred from another model) leaves fewer correct pixels than the
+  strongest white-box attack on the same model, precision and images;
 - ``eps``: an attack leaves more correct pixels at a larger ε (all else equal);
 - ``iterations``: an attack leaves more correct pixels with more iterations (all else equal; the step size may
   differ, as in the PGD sweep where it is ε / iterations);
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.attacks import parse_attack_name
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
 
 # Points of pixel accuracy. The default suite's Figure 3 PGD (last iterate) goes from 38.39 % at 80 iterations to
 # 38.89 % at 100: such noise is no sign of masking; a masked gradient or a broken attack costs far more.
@@ -42,11 +44,12 @@ class SanityWarning:
 
 
 def record_label(record: Mapping[str, Any]) -> str:
-    """A record's column name (``pgd-100``, ``sea``, ``square``), with the source model of transferred examples."""
+    """A record's column name (``pgd-100``, ``sea``, ``square-1000q``, ``hardlabel-1000q``), with the source model
+    of transferred examples."""
     attack, params = record["attack"], record["params"]
     steps = params.get("steps")
     label = attack if steps is None or attack == "fgsm" else f"{attack}-{steps}"
-    if attack == "square" and "queries" in params:
+    if attack in BLACKBOX_ATTACKS and "queries" in params:
         label += f"-{params['queries']}q"
     source = record.get("source_model")
     return label if source in (None, record["model"]) else f"{label} from {source}"
@@ -57,6 +60,13 @@ def is_whitebox(record: Mapping[str, Any]) -> bool:
     if record.get("source_model") not in (None, record["model"]):
         return False
     return all(parse_attack_name(part) is not None for part in str(record["attack"]).split("+"))
+
+
+def is_blackbox(record: Mapping[str, Any]) -> bool:
+    """An attack that never saw the model's gradients: a query attack on the deployed engine (any name of
+    BLACKBOX_ATTACKS: Square, hard-label) or examples transferred from another model. A record of an attack that
+    is neither (a name this version does not know) is compared with nothing."""
+    return record["attack"] in BLACKBOX_ATTACKS or record.get("source_model") not in (None, record["model"])
 
 
 def _images(record: Mapping[str, Any]) -> tuple[str, ...]:
@@ -92,7 +102,7 @@ def _blackbox(records: Sequence[Mapping[str, Any]], margin: float) -> list[Sanit
             continue
         strongest = min(white, key=_points)
         for record in group:
-            if not is_whitebox(record) and _points(record) < _points(strongest) - margin:
+            if is_blackbox(record) and _points(record) < _points(strongest) - margin:
                 warnings.append(SanityWarning("blackbox", record["model"], (
                     f"{record['model']}: the black-box {record_label(record)} ({record['engine']}) leaves "
                     f"{_points(record):.2f} % pixel accuracy, below the strongest white-box attack "

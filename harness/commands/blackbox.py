@@ -27,6 +27,8 @@ from rich.table import Table
 
 from engines.base import Engine
 from harness.attacks.base import check_eps
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
+from harness.attacks.blackbox_attacks import title as attack_title
 from harness.attacks.hard_label import HardLabelAttack, HardLabelConfig, HardLabelState
 from harness.attacks.oracle import ORACLES
 from harness.attacks.square import (
@@ -64,8 +66,6 @@ from reports.tables import ReadableTable, scores_table
 
 HELP = ("black-box attack (L∞) against an engine: Square (scores) or hardlabel (class maps only); accuracy "
         "against queries, clean vs adversarial")
-ATTACKS = ("square", "hardlabel")
-TITLES = {"square": "Square Attack", "hardlabel": "hard-label attack"}
 FIGURE_4_INITS = INITS  # --init both: the paper's two stripe orientations
 # Options of the Square Attack only (None: not given), with their defaults.
 SQUARE_OPTIONS = {"loss": ("--loss", "ce"), "p_init": ("--p-init", 0.05), "p_schedule": ("--p-schedule", "paper")}
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_engine_arguments(parser, default_engine="ort")
     group = parser.add_argument_group("attack")
-    group.add_argument("--attack", default="square", choices=ATTACKS,
+    group.add_argument("--attack", default="square", choices=BLACKBOX_ATTACKS,
                        help="square: the Square Attack, reads scores (default); hardlabel: decision-based, reads "
                             "class maps only (engine.predict), for targets whose output is an argmax")
     group.add_argument("--queries", type=int_in(1, MAX_QUERIES), default=1000, metavar="N",
@@ -129,7 +129,7 @@ class Outcome:
 
 def run(args: argparse.Namespace) -> int:
     configs = _configs(args)
-    title = TITLES[args.attack]
+    title = attack_title(args.attack)
     curve_png = Path(args.curve).with_suffix(".png") if args.curve else None
     check_outputs({"--json": args.json, "--curve": args.curve, "--curve (its PNG)": curve_png})
     set_threads()
@@ -349,7 +349,7 @@ def _write_curve(args: argparse.Namespace, target: Target, data: SegmentationDat
     png = path.with_suffix(".png")
     write_json_atomic(path, _curve_document(args, target, data, clean, outcomes, info))
     plot_square_curves({f"{o.config.init} init": [vars(p) for p in o.state.curve] for o in outcomes}, png,
-                       f"{TITLES[args.attack]} on {target.name} ({args.engine} {args.precision}), "
+                       f"{attack_title(args.attack)} on {target.name} ({args.engine} {args.precision}), "
                        f"eps {args.eps:g}/255, {len(data)} images", clean.pixel_accuracy)
     console.print(f"wrote {path} and {png}")
 

@@ -8,8 +8,9 @@ image counts, and the tolerances of the regression check. Every section is optio
 
 Each target joins every experiment section of the suite that applies to it (the sections' model lists choose
 among the built-in models only): the clean evaluation on the deployment pairs its kind runs, Table 1 and the
-sweep when it is a PyTorch model, the Square Attack when its output has scores, and [transfer] as a target
-(and as a source when it is a PyTorch model). An experiment section that nothing can run is an error.
+sweep when it is a PyTorch model, [square] when its output has scores or [square] attack is the hard-label one
+(class maps only), and [transfer] as a target (and as a source when it is a PyTorch model). An experiment section
+that nothing can run is an error.
 
 Contract of :func:`parse_suite`: it returns a fully validated :class:`SuiteConfig` or raises one HarnessError
 (exit code 2) whose one-line message names the file and the key, e.g. ``suite.toml: [whitebox] n_images:
@@ -20,6 +21,7 @@ here, before any work; whether a file and its card fit together is checked when 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -31,9 +33,11 @@ from typing import Any
 
 from engines.availability import DEVICES, ENGINES, PRECISIONS
 from harness.attacks import attacks_from_names
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS, SQUARE_ONLY_OPTIONS
 from harness.attacks.oracle import ORACLES
-from harness.attacks.square import INITS, MIN_EPS
-from harness.data import DATA_SOURCES
+from harness.attacks.square import COLOURS, INITS, MIN_EPS, P_SCHEDULES, STARTS
+from harness.data import DATA_SOURCES, MASK_FORMATS
+from harness.data.sizes import ImageSize, size_text
 from harness.errors import HarnessError, error_line
 from harness.fileio import read_text
 from harness.limits import (
@@ -67,8 +71,9 @@ WHITEBOX_COLUMNS_HELP = "fgsm, mifgsm-N or pgd-N"
 class DataSpec:
     source: str = "synthetic"
     root: str | None = None
-    image_size: int | None = None  # None: the source's default (64 synthetic, 256 voc/folder)
+    image_size: int | ImageSize | None = None  # None: the source's default (64 synthetic, 256 voc/folder)
     seed: int = 0
+    mask_format: str = "index"  # how a folder's masks encode classes (harness.data.masks)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,10 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class SquareSpec:
-    """The paper's Figure 4: Square Attack through ``engine``/``precision``, once per stripe init."""
+    """The paper's Figure 4: a black-box attack through ``engine``/``precision``, once per init. ``attack``:
+    ``square`` (the paper's Square Attack; ``p_init``, ``loss`` and ``p_schedule`` are its options) or
+    ``hardlabel`` (class maps only: it also runs on targets without scores); ``colour``: of a square or a block
+    (rgb, the paper's, or grey). The defaults are the paper's setting."""
 
     models: tuple[str, ...]
     engine: str = "ort"
@@ -179,6 +187,14 @@ class SquareSpec:
     eps: float = 8.0
     n_images: int = 8
     seed: int = 0
+    attack: str = "square"
+    p_schedule: str = "paper"
+    colour: str = "rgb"
+
+    @property
+    def reads_scores(self) -> bool:
+        """Whether the attack reads the engine's scores (a class-map target cannot be attacked by it)."""
+        return self.attack == "square"
 
 
 @dataclass(frozen=True)
@@ -235,8 +251,11 @@ class SuiteConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable: recorded in the run's suite.json so that a report knows what was run (a target's
-        card as its ``as_dict()``)."""
-        return {**asdict(replace(self, targets=())), "targets": [t.as_dict() for t in self.targets]}
+        card as its ``as_dict()``; a non-square image size as written, ``"192x256"``)."""
+        doc = asdict(replace(self, targets=()))
+        if isinstance(self.data.image_size, ImageSize):
+            doc["data"]["image_size"] = size_text(self.data.image_size)
+        return {**doc, "targets": [t.as_dict() for t in self.targets]}
 
     @property
     def white_box_names(self) -> tuple[str, ...]:
@@ -309,12 +328,42 @@ def _data(t: _Table) -> DataSpec:
     # A setting the source ignores would give numbers of other data than the file asks for.
     if source == "synthetic" and root is not None:
         raise t.error("root", "is read by source = \"voc\" or \"folder\" only (synthetic scenes are generated)")
-    size = t.integer("image_size", None, minimum=MIN_IMAGE_SIZE,
-                     maximum=MAX_SYNTHETIC_IMAGE_SIZE if source == "synthetic" else MAX_IMAGE_SIZE)
+    size = _image_size(t, source)
     seed = t.integer("seed", 0, minimum=0, maximum=MAX_SEED)
     if source != "synthetic" and seed != 0:
         raise t.error("seed", f"selects synthetic scenes; source = \"{source}\" has fixed images, so leave it out")
-    return DataSpec(source, root, size, seed)
+    mask_format = t.choice("mask_format", "index", MASK_FORMATS)
+    if mask_format != "index" and source != "folder":
+        raise t.error("mask_format", f"{mask_format!r} is read by source = \"folder\" only; source = \"{source}\" "
+                                     "has index masks (255 = ignore): leave it out")
+    return DataSpec(source, root, size, seed, mask_format)
+
+
+def _image_size(t: _Table, source: str) -> int | ImageSize | None:
+    """``image_size``: PX (an integer, or a string as the commands' --image-size) or "HxW" (e.g. "192x256"), each
+    side in the bounds of harness.limits; synthetic scenes are square and at most MAX_SYNTHETIC_IMAGE_SIZE."""
+    from harness.commands.common import image_size_arg  # the one parser of the commands' --image-size
+
+    largest = MAX_SYNTHETIC_IMAGE_SIZE if source == "synthetic" else MAX_IMAGE_SIZE
+    value = t.values.get("image_size")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return t.integer("image_size", None, minimum=MIN_IMAGE_SIZE, maximum=largest)
+    t.read.add("image_size")
+    expected = (f"expected PX (an integer in [{MIN_IMAGE_SIZE}, {largest}]) or \"HEIGHTxWIDTH\" (e.g. "
+                f"\"192x256\"), got {_shown(value)}")
+    if not isinstance(value, str):
+        raise t.error("image_size", expected)
+    try:
+        size = image_size_arg(value.strip())
+    except argparse.ArgumentTypeError:
+        raise t.error("image_size", expected) from None
+    if source == "synthetic" and isinstance(size, ImageSize):
+        raise t.error("image_size", f"{size}: the synthetic scenes are square; give one side (e.g. 64), or use "
+                                    "source = \"voc\" or \"folder\" for non-square images")
+    if max(size if isinstance(size, ImageSize) else (size,)) > largest:
+        raise t.error("image_size", f"{_shown(value)}: the synthetic data is generated whole in memory, so each side "
+                                    f"is at most {largest} px; larger images need source = \"voc\" or \"folder\"")
+    return size
 
 
 def _targets(top: _Table, where: str, base: Path) -> tuple[TargetSpec, ...]:
@@ -452,11 +501,19 @@ def _sweep(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -
 
 
 def _square(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> SquareSpec:
-    """``names``: the built-in models; ``models`` chooses among them and every target with scores joins."""
+    """``names``: the built-in models; ``models`` chooses among them and every target the attack applies to joins
+    (the Square Attack: those with scores; the hard-label attack: all)."""
+    attack = t.choice("attack", "square", BLACKBOX_ATTACKS)
     models = t.choices("models", names[:1], names)
-    if not models and not any(target.has_scores for target in targets):
+    if attack == "square" and not models and not any(target.has_scores for target in targets):
         raise t.error("models", "the Square Attack needs scores, and every target of the suite outputs a class "
-                                "map (card output.kind = \"class_map\"): remove [square]")
+                                "map (card output.kind = \"class_map\"): set attack = \"hardlabel\" (class maps "
+                                "only) or remove [square]")
+    if attack != "square":
+        given = [key for key in SQUARE_ONLY_OPTIONS if t.values.get(key) is not None]
+        if given:
+            raise t.error(given[0], "applies to attack = \"square\"; the hard-label attack reads no scores and "
+                                    "flips blocks of signs instead of squares: leave it out")
     engine = t.choice("engine", "ort", ENGINES)
     precision = t.choice("precision", "fp32", PRECISIONS[engine])
     p_init = t.number("p_init", 0.05)
@@ -465,9 +522,10 @@ def _square(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) 
     eps = t.eps()
     if eps < MIN_EPS:
         raise t.error("eps", f"expected at least {MIN_EPS:g}, the Square Attack's smallest eps, got {eps:g}")
-    return SquareSpec(models, engine, precision, t.choices("inits", INITS, INITS),
+    return SquareSpec(models, engine, precision, t.choices("inits", INITS, STARTS),
                       t.integer("queries", 1000, maximum=MAX_QUERIES), p_init, t.choice("loss", "ce", ORACLES), eps,
-                      t.n_images(8), t.seed())
+                      t.n_images(8), t.seed(), attack, t.choice("p_schedule", "paper", P_SCHEDULES),
+                      t.choice("colour", "rgb", COLOURS))
 
 
 def _transfer(t: _Table, names: tuple[str, ...], user: tuple[TargetSpec, ...]) -> TransferSpec:

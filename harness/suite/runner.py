@@ -1,6 +1,6 @@
 """Run a robustness suite: train what is missing, export, run every experiment, write the run directory.
 
-:func:`run_suite` calls the library (training, the engine factory, ``harness.transfer``, the Square Attack),
+:func:`run_suite` calls the library (training, the engine factory, ``harness.transfer``, the black-box attacks),
 never the CLI. What it writes to the run directory ``DIR`` (each file atomically):
 
 - ``results.json``: every record (DESIGN.md schema), one per key; each carries ``experiments``, the
@@ -14,7 +14,7 @@ never the CLI. What it writes to the run directory ``DIR`` (each file atomically
 - ``data/pgd_sweep.json``, ``data/square_curves.json``, ``data/examples.npz`` (+ ``data/examples.json``):
   what the figures are drawn from, so that ``python -m harness report DIR`` needs no model.
 
-Everything expensive is cached (checkpoints, exported artifacts, adversarial examples, Square runs), so a
+Everything expensive is cached (checkpoints, exported artifacts, adversarial examples, black-box runs), so a
 second run with the same suite only re-scores stored examples.
 """
 
@@ -34,6 +34,7 @@ import torch
 
 from engines.factory import artifact_for
 from harness import __version__
+from harness.attacks.blackbox_attacks import title
 from harness.data import SegmentationData, load_data
 from harness.fileio import atomic_path, check_output_dir, check_outputs, write_json_atomic
 from harness.suite.config import SuiteConfig
@@ -82,8 +83,8 @@ class SuiteRun:
 
 @dataclass
 class TargetPlan:
-    """What runs on the suite's user targets: the deployment pairs of each, the Square Attack's engine and
-    precision of each target it applies to, and everything that does not apply, with its reason."""
+    """What runs on the suite's user targets: the deployment pairs of each, the black-box attack's ([square])
+    engine and precision of each target it applies to, and everything that does not apply, with its reason."""
 
     targets: list[OpenTarget]
     pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -129,14 +130,14 @@ def run_suite(config: SuiteConfig, out_dir: str | Path, progress: SuiteProgress)
 def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRun:
     start = time.perf_counter()
     d = config.data
-    val = load_data(d.source, "val", d.root, d.image_size, d.seed)
+    val = load_data(d.source, "val", d.root, d.image_size, d.seed, mask_format=d.mask_format)
     where = Path(config.source).name
     plan = _plan_targets(config, open_targets(config.targets, val, where))  # one that does not fit: before any work
     _check_engines(config, plan, where)
-    train = load_data(d.source, "train", d.root, d.image_size, d.seed, config.models.n_train) \
+    train = load_data(d.source, "train", d.root, d.image_size, d.seed, config.models.n_train, d.mask_format) \
         if config.models.names else None
-    calibration = load_data(d.source, "train", d.root, d.image_size, d.seed, config.deployment.calibration_images) \
-        if _needs_int8(config, plan) else None
+    calibration = load_data(d.source, "train", d.root, d.image_size, d.seed, config.deployment.calibration_images,
+                            d.mask_format) if _needs_int8(config, plan) else None
     settings = TransferSettings(size=config.models.size, batch_size=config.batch_size, device=CRAFT_DEVICE,
                                 engine_device=config.deployment.device, calibration=calibration)
     trained = [] if train is None else missing_models(config.models, train)
@@ -186,8 +187,8 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
         sq = config.square
         subjects = builtin_subjects(builtin, sq, val.subset(sq.n_images), config.deployment.device, calibration)
         subjects += _square_subjects(plan, val.subset(sq.n_images), config.deployment.device, calibration)
-        with progress.phase("square", f"Figure 4: Square Attack on {sq.n_images} images") as phase:
-            phase.add("queries", "square", len(subjects) * len(sq.inits) * sq.n_images * sq.queries, "queries")
+        with progress.phase("square", f"Figure 4: {title(sq.attack)} on {sq.n_images} images") as phase:
+            phase.add("queries", sq.attack, len(subjects) * len(sq.inits) * sq.n_images * sq.queries, "queries")
             done: dict[str, int] = {}
 
             def on_progress(description: str, spent: int, total: int) -> None:
@@ -235,9 +236,10 @@ def _plan_targets(config: SuiteConfig, targets: list[OpenTarget]) -> TargetPlan:
             if config.transfer is not None and target.target.white_box:
                 plan.skipped.append(Skip(name, "transfer (as a source)", reason))
         if config.square is not None:
-            if not scores:
+            if not scores and config.square.reads_scores:
                 plan.skipped.append(Skip(name, "square", no_scores + " for a score-based attack to read (a "
-                                                         "hard-label attack applies: blackbox --attack hardlabel)"))
+                                                         "hard-label attack applies: [square] attack = "
+                                                         "\"hardlabel\")"))
             else:
                 wanted = (config.square.engine, config.square.precision)
                 kept, _ = target_pairs(target, [wanted], "square")

@@ -1,5 +1,6 @@
-"""The suite's black-box experiment: Square Attack through a deployed engine, once per stripe initialisation
-(the paper's Figure 4).
+"""The suite's black-box experiment: the Square Attack (or, with ``[square] attack = "hardlabel"``, the hard-label
+attack, which reads class maps only) through a deployed engine, once per initialisation (the paper's Figure 4).
+Records carry the attack's name (``square``, ``hardlabel``) and its parameters as ``blackbox --json`` writes them.
 
 Each run's state is saved in the cache (``harness.attacks.square_state``) under a key of everything that
 determines it (weights, engine, images, attack parameters): a finished run is reused as it is, an
@@ -16,6 +17,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.factory import create_engine
+from harness.attacks.hard_label import HardLabelAttack, HardLabelConfig, HardLabelState
 from harness.attacks.square import SquareAttack, SquareConfig, SquareState
 from harness.attacks.square_state import load_state, run_context, save_state, state_path
 from harness.data.base import SegmentationData
@@ -29,6 +31,8 @@ SAVE_EVERY_ITERATIONS = 50  # an interrupted suite loses at most this many itera
 
 # on_progress(description, queries spent so far in this run, the run's total budget)
 ProgressCallback = Callable[[str, int, int], None]
+Config = SquareConfig | HardLabelConfig
+State = SquareState | HardLabelState
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,24 @@ class SquareSubject:
 @dataclass
 class SquareOutcome:
     """Records (per model: the clean record and one per init) and one curve document per model, the data of
-    Figure 4: ``{"model", "size", "engine", "n_images", "clean_pixel_accuracy", "curves": [{"params", "points"}]}``
-    (points: ``{"queries", "pixel_accuracy", "mean_loss"}``, the ``blackbox --curve`` format)."""
+    Figure 4: ``{"model", "size", "attack", "engine", "n_images", "clean_pixel_accuracy", "curves": [{"params",
+    "points"}]}`` (points: ``{"queries", "pixel_accuracy", "mean_loss"}``, the ``blackbox --curve`` format)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)
 
 
-def configs(spec: SquareSpec) -> list[SquareConfig]:
-    return [SquareConfig(eps=spec.eps, queries=spec.queries, p_init=spec.p_init, init=init, loss=spec.loss,
-                         seed=spec.seed) for init in spec.inits]
+def configs(spec: SquareSpec) -> list[Config]:
+    """One attack configuration per init of ``spec``, of the attack it names (validated)."""
+    if spec.attack == "hardlabel":
+        made: list[Config] = [HardLabelConfig(eps=spec.eps, queries=spec.queries, init=init, seed=spec.seed,
+                                              colour=spec.colour) for init in spec.inits]
+    else:
+        made = [SquareConfig(eps=spec.eps, queries=spec.queries, p_init=spec.p_init, init=init, loss=spec.loss,
+                             seed=spec.seed, p_schedule=spec.p_schedule, colour=spec.colour) for init in spec.inits]
+    for config in made:
+        config.validate()
+    return made
 
 
 def builtin_subjects(models: Mapping[str, LoadedModel], spec: SquareSpec, data: SegmentationData,
@@ -81,7 +93,7 @@ def builtin_subjects(models: Mapping[str, LoadedModel], spec: SquareSpec, data: 
 
 def run_square(subjects: Sequence[SquareSubject], spec: SquareSpec, data: SegmentationData, batch_size: int = 16,
                on_progress: ProgressCallback | None = None) -> SquareOutcome:
-    """Square Attack on every subject, once per init of ``spec``, with the clean scores of the same images
+    """The attack of ``spec`` on every subject, once per init, with the clean scores of the same images
     through the same engine (``batch_size`` images per call)."""
     images = data.tensors(slice(None))[0].numpy()
     labels = data.labels.astype(np.int64)
@@ -106,24 +118,25 @@ def run_square(subjects: Sequence[SquareSubject], spec: SquareSpec, data: Segmen
                 confusion.update(state.best_pred, labels)
                 params = {k: v for k, v in config.as_dict().items() if k != "curve_every"}
                 outcome.records.append(make_record(
-                    **common, attack="square", params=params, scores=confusion.scores(),
+                    **common, attack=spec.attack, params=params, scores=confusion.scores(),
                     queries=int(state.queries.sum()), seconds=state.seconds,
                     engine_seconds=round(state.engine_seconds, 4), queries_per_image_max=int(state.queries.max()),
                     reused=reused))
                 curves.append({"params": config.as_dict(), "points": [vars(p) for p in state.curve]})
-        outcome.curves.append({"model": name, "size": subject.size, "engine": info, "data": data.describe(),
+        outcome.curves.append({"model": name, "size": subject.size, "attack": spec.attack, "engine": info,
+                               "data": data.describe(),
                                "n_images": len(data), "clean_pixel_accuracy": clean.pixel_accuracy, "curves": curves})
     return outcome
 
 
-def _run(engine: Engine, config: SquareConfig, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+def _run(engine: Engine, config: Config, context: dict[str, Any], images: np.ndarray, labels: np.ndarray,
          label: str, on_progress: ProgressCallback | None, num_classes: int | None = None
-         ) -> tuple[SquareState, bool]:
+         ) -> tuple[State, bool]:
     """The finished run: the saved one when finished, else continued from its saved state or started afresh.
     A saved state that is unreadable, of another run or breaks a guarantee of the attack (``load_state``, with
     the engine's ``num_classes``) is replaced. Returns (state, whether the saved run was reused as it was)."""
-    path = state_path(context, prefix="suite-")
-    state: SquareState | None = None
+    path = state_path(context, prefix="suite-", config=config)  # each attack's runs in its own cache folder
+    state: State | None = None
     if path.is_file():
         try:
             state = load_state(path, context, config, images, labels, num_classes)
@@ -135,13 +148,14 @@ def _run(engine: Engine, config: SquareConfig, context: dict[str, Any], images: 
             on_progress(f"{label} (stored)", total, total)
         return state, True
 
-    def after_iteration(current: SquareState) -> None:
+    def after_iteration(current: State) -> None:
         if on_progress is not None:
             on_progress(label, int(current.queries.sum()), total)
         if current.iteration % SAVE_EVERY_ITERATIONS == 0:
             save_state(path, current, context)
 
-    state = SquareAttack(config).run(engine, images, labels, state, after_iteration)
+    attack = HardLabelAttack(config) if isinstance(config, HardLabelConfig) else SquareAttack(config)
+    state = attack.run(engine, images, labels, state, after_iteration)
     save_state(path, state, context)
     if on_progress is not None:
         on_progress(label, total, total)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness.attacks.sanity import is_whitebox, sanity_warnings
+from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
+from harness.attacks.sanity import is_blackbox, is_whitebox, record_label, sanity_warnings
 
 DATA = {"name": "synthetic", "split": "val", "n": 16}
 
@@ -29,11 +30,13 @@ def test_a_sound_run_has_no_warning():
 
 @pytest.mark.parametrize(("extra", "kind", "words"), [
     (_record("square", 0.01, engine="ort", queries=1000, init="horizontal"), "blackbox", "below the strongest"),
+    (_record("hardlabel", 0.01, engine="ort", queries=1000, init="vertical", colour="rgb"), "blackbox",
+     "the black-box hardlabel-1000q (ort)"),
     ({**_record("pgd", 0.02, steps=20, alpha=2.0), "source_model": "fcn-resnet50"}, "blackbox", "from fcn-resnet50"),
     (_record("pgd", 0.50, eps=12.0, steps=20, alpha=3.0), "eps", "at eps 12"),
     (_record("pgd", 0.35, steps=200, alpha=2.0), "iterations", "at steps 200"),
     (_record("fgsm", 0.15, eps=8.0, model="fcn8s-vgg16", n_images=16), "fgsm", "FGSM leaves 15.00 %"),
-], ids=["square", "transfer", "eps", "iterations", "fgsm"])
+], ids=["square", "hardlabel", "transfer", "eps", "iterations", "fgsm"])
 def test_each_pattern_warns(extra, kind, words):
     records = [r for r in SOUND if not (kind == "fgsm" and r["attack"] == "fgsm")] + [extra]
     warnings = sanity_warnings(records)
@@ -78,3 +81,19 @@ def test_the_sweep_compares_its_own_step_rule():
 def test_white_and_black_box(attack, source, white):
     record = {**_record(attack, 0.5), "source_model": source}
     assert is_whitebox(record) is white
+    assert is_blackbox(record) is not white
+
+
+@pytest.mark.parametrize("attack", BLACKBOX_ATTACKS)
+@pytest.mark.parametrize("engine", ["ort", "trt", "torch"])
+def test_every_black_box_attack_below_the_white_box_ones_warns_on_any_engine(attack, engine):
+    record = _record(attack, 0.01, engine=engine, queries=300, init="auto")
+    warnings = sanity_warnings([*SOUND, record])
+    assert [w.kind for w in warnings] == ["blackbox"]
+    assert f"{attack}-300q ({engine})" in warnings[0].message and record_label(record) == f"{attack}-300q"
+
+
+def test_an_attack_neither_white_nor_black_box_is_compared_with_nothing():
+    unknown = _record("newattack-7", 0.01, engine="ort")  # a name this version does not know
+    assert not is_whitebox(unknown) and not is_blackbox(unknown)
+    assert sanity_warnings([*SOUND, unknown]) == []

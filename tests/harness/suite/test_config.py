@@ -138,8 +138,9 @@ def test_the_suite_command_rejects_a_bad_file_with_one_line_and_exit_2(tmp_path)
                              str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
                             env={"HARNESS_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: bad.toml: [square] querys: unknown key (known here: engine, eps, inits, " \
-                                    "loss, models, n_images, p_init, precision, queries, seed)"
+    assert result.stderr.strip() == "error: bad.toml: [square] querys: unknown key (known here: attack, colour, " \
+                                    "engine, eps, inits, loss, models, n_images, p_init, p_schedule, precision, " \
+                                    "queries, seed)"
     assert not (tmp_path / "run").exists()
 
 
