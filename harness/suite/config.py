@@ -25,7 +25,6 @@ import argparse
 import os
 import re
 import stat
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -39,7 +38,7 @@ from harness.attacks.square import COLOURS, INITS, MIN_EPS, P_SCHEDULES, STARTS
 from harness.data import DATA_SOURCES, MASK_FORMATS
 from harness.data.sizes import ImageSize, size_text
 from harness.errors import HarnessError, error_line
-from harness.fileio import read_text
+from harness.fileio import parse_toml, read_text
 from harness.limits import (
     MAX_BATCH,
     MAX_EPOCHS,
@@ -280,14 +279,7 @@ def parse_suite(text: str, where: str = "suite", source: str = "", base: str | o
                 ) -> SuiteConfig:
     """The validated suite of TOML ``text``; ``where`` (a file name) prefixes every error message; relative
     file names of ``[[targets]]`` are taken from folder ``base`` (None: the current directory)."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise HarnessError(f"{where}: not valid TOML ({e})") from None
-    except RecursionError:
-        raise HarnessError(f"{where}: not a suite file: its arrays or tables are nested too deeply to read") from None
-    except ValueError as e:  # an integer of more than 4300 digits
-        raise HarnessError(f"{where}: not a suite file: {error_line(e)}") from None
+    doc = parse_toml(text, where, "a suite file")
     top = _Table(where, "", doc)
     name = top.string("name", "suite")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > MAX_NAME:
