@@ -2,24 +2,20 @@
 
 Any command that runs a model through an Engine (eval, blackbox, transfer) uses these
 functions, so every command chooses and builds engines the same way: ``target_engine_from_args``
-for a Target (any kind), ``engine_from_args`` for a built-in model already loaded.
+for a Target of any kind.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
-from typing import Any
 
 from engines.availability import DEVICES, ENGINES
 from engines.base import Engine
-from engines.factory import create_engine
 from exporters.int8 import DEFAULT_CALIBRATION_IMAGES
 from exporters.onnx_file import PRECISIONS
 from harness.commands.common import data_from_args, int_in
 from harness.data.base import SegmentationData
 from harness.limits import MAX_BATCH, MAX_IMAGES
-from harness.models.normalize import SegmentationModel
 from harness.targets.target import Target, target_engine
 
 _KIND_ENGINES = {"onnx": "ort", "plan": "trt", "torch": "torch"}
@@ -33,8 +29,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, default_engine: str = 
                        help=f"torch (eager), ort (ONNX Runtime) or trt (TensorRT) (default {default_engine}; "
                             "--onnx: ort, --plan: trt, --torch: torch)")
     parser.set_defaults(engine_default=default_engine)
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="the exported variant the engine runs: fp32 (default), fp16 or int8 (ort, trt)")
+    group.add_argument("--precision", choices=PRECISIONS,
+                       help="the exported variant the engine runs: fp32, fp16 or int8 (ort, trt); default: fp32, "
+                            "for --onnx the file's own precision")
     group.add_argument("--device", choices=DEVICES, help="cpu or cuda (default: cpu; cuda for trt)")
     group.add_argument("--calibration-images", type=int_in(1, MAX_IMAGES), default=DEFAULT_CALIBRATION_IMAGES,
                        metavar="N", help=f"training images that calibrate an int8 export, 1-{MAX_IMAGES} "
@@ -49,21 +46,6 @@ def calibration_from_args(args: argparse.Namespace) -> SegmentationData:
     return data_from_args(args, "train", n)
 
 
-def engine_from_args(args: argparse.Namespace, model: SegmentationModel, source: Mapping[str, Any],
-                     data: SegmentationData) -> Engine:
-    """The Engine the options name, for ``model`` as loaded by ``load_model`` (not yet entered).
-
-    Reads ``args.engine`` and ``args.precision`` (required) and ``args.device``, ``args.calibration_images``,
-    ``args.engine_batch`` when present, so a command may add only the first two itself.
-    """
-    engine = engine_name(args)
-    precision = args.precision
-    calibration = calibration_from_args(args) if precision == "int8" and engine != "torch" else None
-    return create_engine(engine, model, source, data, precision=precision,
-                         device=getattr(args, "device", None), calibration=calibration,
-                         max_batch=getattr(args, "engine_batch", None))
-
-
 def engine_name(args: argparse.Namespace, target: Target | None = None) -> str:
     """``--engine`` when given, else the default for ``target``'s kind (onnx: ort, plan: trt, torch: torch) or
     the command's default (built-in models). Sets ``args.engine`` to it, so later readers see what runs."""
@@ -73,12 +55,25 @@ def engine_name(args: argparse.Namespace, target: Target | None = None) -> str:
     return str(args.engine)
 
 
+def precision_name(args: argparse.Namespace, target: Target) -> str:
+    """``--precision`` when given, else the precision of an ``--onnx`` file as it stands (an fp16 or QDQ file
+    runs as itself) or fp32. Sets ``args.precision`` to it, so later readers (titles, records) see what runs."""
+    if getattr(args, "precision", None) is None:
+        if target.kind == "onnx":
+            from exporters.user_variants import own_precision
+
+            args.precision = own_precision(target)
+        else:
+            args.precision = "fp32"
+    return str(args.precision)
+
+
 def target_engine_from_args(args: argparse.Namespace, target: Target, data: SegmentationData) -> Engine:
     """The Engine (not yet entered) the options name for ``target`` (harness.targets.target.target_engine):
     ``--engine`` (default by target kind), ``--precision``, ``--device``, ``--calibration-images`` (int8),
     ``--engine-batch``."""
     engine = engine_name(args, target)
-    precision = args.precision
+    precision = precision_name(args, target)
     calibration = calibration_from_args(args) if precision == "int8" and engine != "torch" else None
     return target_engine(target, engine, precision, getattr(args, "device", None), data, calibration=calibration,
                          max_batch=getattr(args, "engine_batch", None))
