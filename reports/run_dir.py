@@ -147,6 +147,12 @@ def _model_entry(value: Any, where: str) -> dict[str, Any]:
         _maybe(train, "epochs", f"{where}.train", schema.count)
         _maybe(train, "lr", f"{where}.train", schema.non_negative)
         _maybe(train, "seconds", f"{where}.train", schema.non_negative)
+        adversarial = _maybe(train, "adversarial", f"{where}.train", schema.optional(schema.mapping))
+        if adversarial:  # the Models table names the defence from these two
+            schema.count(schema.field(adversarial, "steps", f"{where}.train.adversarial"),
+                         f"{where}.train.adversarial.steps")
+            schema.non_negative(schema.field(adversarial, "eps", f"{where}.train.adversarial"),
+                                f"{where}.train.adversarial.eps")
     metrics = _maybe(entry, "val_metrics", where, schema.optional(schema.mapping))
     if metrics:
         for name in ("pixel_accuracy", "mean_iou"):

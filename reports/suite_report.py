@@ -25,10 +25,10 @@ __all__ = ["RecordedRun", "load_run", "print_tables", "read_suite_check", "rende
 
 
 def summary_tables(run: RecordedRun) -> list[Table]:
-    """What the terminal shows at the end of a run: Table 1, Figure 3's numbers, Table 2 on torch fp32, the
-    deployment gap and the Square Attack results."""
+    """What the terminal shows at the end of a run: Table 1, the defended model over eps, Figure 3's numbers,
+    Table 2 on torch fp32, the deployment gap and the Square Attack results."""
     table1 = suite_tables.table1(run.records)
-    return [*table1[:1], *table1[2:], *suite_tables.sweep(run.records),
+    return [*table1[:1], *table1[2:], *suite_tables.defended_eps(run.records)[:1], *suite_tables.sweep(run.records),
             *suite_tables.transfer(run.records)[:1], *suite_tables.deployment_gap(run.records),
             *suite_tables.square(run.records), *suite_tables.sanity(run.records)]
 
@@ -52,6 +52,11 @@ def render_report(run: RecordedRun) -> Path:
                       "(\"-\": not run, as the paper leaves out PGD-200 for the ResNets). A worst case (sea) reports "
                       "the pixel accuracy of its per-image minimum and the mIoU of a greedy selection over images; "
                       "the last table says which attack won how many images.")
+    lines += _section("Defended model over eps", [*suite_tables.defended_eps(run.records),
+                                                  *suite_tables.defended_eps(run.records, "mean_iou")],
+                      "The adversarially trained model ([models] defended; its training is in the Models table) "
+                      "under [whitebox] defended_columns at each radius of defended_eps, on Table 1's images: where "
+                      "plain PGD and the worst case separate, and how accuracy falls as eps grows.")
     if run.examples is not None and run.examples_meta is not None:
         lines += _examples_section(run, out)
     if run.sweep is not None:

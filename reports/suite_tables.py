@@ -1,7 +1,7 @@
 """The tables of a suite run, built from its recorded results only (the terminal and report.md show the same).
 
-Records are selected by their ``experiments`` field (see harness/suite/runner.py): ``table1``, ``sweep``,
-``transfer``, ``square``. Every function returns rich Tables; an experiment that was not run gives none.
+Records are selected by their ``experiments`` field (see harness/suite/runner.py): ``table1``, ``defended_eps``,
+``sweep``, ``transfer``, ``square``. Every function returns rich Tables; an experiment that was not run gives none.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
 from harness.attacks.sanity import sanity_warnings
 from reports.tables import (
     ReadableTable,
+    attack_label,
     deployment_gap_table,
     percent,
     robustness_table,
@@ -47,6 +48,28 @@ def table1(records: list[dict[str, Any]]) -> list[Table]:
     return [robustness_table(f"Table 1: white-box attacks, pixel accuracy (%), {what}", selected, "pixel_accuracy"),
             robustness_table(f"Table 1: white-box attacks, mIoU (%), {what}", selected, "mean_iou"),
             *([wins] if wins is not None else [])]
+
+
+def defended_eps(records: list[dict[str, Any]], metric: str = "pixel_accuracy") -> list[Table]:
+    """The defended model's accuracy over eps (SEA-style): one row per (model, attack), clean then one column per
+    radius, ``metric`` in %; a missing cell shows "-"."""
+    selected = of_experiment(records, "defended_eps")
+    if not selected:
+        return []
+    radii = sorted({r["params"]["eps"] for r in selected if "eps" in r["params"]})
+    clean = {r["model"]: r[metric] for r in selected if r["attack"] == "none"}
+    cells: dict[tuple[str, str], dict[float, float]] = {}
+    for r in selected:
+        if r["attack"] != "none" and "eps" in r["params"]:
+            cells.setdefault((r["model"], attack_label(r)), {})[r["params"]["eps"]] = r[metric]
+    name = "pixel accuracy" if metric == "pixel_accuracy" else "mIoU"
+    table = ReadableTable(key_columns=2, title=f"Defended model: {name} (%) over eps (PGD adversarial training), "
+                                               f"PyTorch fp32, {_images(selected)} images")
+    for column in ("model", "attack", "clean", *(f"eps {e:g}/255" for e in radii)):
+        table.add_column(column, justify="left" if column in ("model", "attack") else "right")
+    for (model, label), by_eps in cells.items():
+        table.add_row(model, label, percent(clean.get(model)), *(percent(by_eps.get(e)) for e in radii))
+    return [table]
 
 
 def sanity(records: list[dict[str, Any]]) -> list[Table]:
@@ -123,11 +146,16 @@ def models(suite: dict[str, Any]) -> list[Table]:
         return []
     table = ReadableTable(key_columns=1,
                           title="Models (validation scores from training, on the whole validation split)")
-    for column in ("model", "size", "epochs", "lr", "train time", "val pixel acc", "val mIoU", "checkpoint sha256"):
-        table.add_column(column, justify="left" if column in ("model", "size", "checkpoint sha256") else "right")
+    for column in ("model", "size", "training", "epochs", "lr", "train time", "val pixel acc", "val mIoU",
+                   "checkpoint sha256"):
+        table.add_column(column, justify="left" if column in ("model", "size", "training", "checkpoint sha256")
+                         else "right")
     for name, m in entries.items():
         train, val = m.get("train") or {}, m.get("val_metrics") or {}
-        table.add_row(name, str(m.get("size", "")), str(train.get("epochs", "-")), f"{train.get('lr', 0):g}",
+        adversarial = train.get("adversarial")
+        training = "standard" if not adversarial else \
+            f"PGD-{adversarial['steps']} adversarial, eps {adversarial['eps']:g}/255"
+        table.add_row(name, str(m.get("size", "")), training, str(train.get("epochs", "-")), f"{train.get('lr', 0):g}",
                       f"{train.get('seconds', 0):.0f} s", f"{100 * val.get('pixel_accuracy', 0):.2f}",
                       f"{100 * val.get('mean_iou', 0):.2f}", str(m.get("sha256", ""))[:12])
     return [table]

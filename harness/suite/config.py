@@ -5,6 +5,8 @@ models under test (``[[targets]]`` tables: an ONNX file, a TensorRT plan or a Py
 an optional model card), the deployments (engines x precisions), the experiments with their parameters and
 image counts, and the tolerances of the regression check. Every section is optional but a suite needs
 ``[models]`` or at least one ``[[targets]]`` table; an experiment whose section is absent is not run.
+``[models] defended`` adds one built-in model trained with PGD adversarial training, a model of its own in the
+records (:class:`DefendedSpec`): Table 1 runs on it, and ``[whitebox] defended_eps`` its accuracy over eps.
 
 Each target joins every experiment section of the suite that applies to it (the sections' model lists choose
 among the built-in models only): the clean evaluation on the deployment pairs its kind runs, Table 1 and the
@@ -55,6 +57,7 @@ from harness.limits import (
     MIN_IMAGE_SIZE,
 )
 from harness.models import MODELS, SIZES
+from harness.training import AdversarialTraining, parse_adversarial
 
 MAX_SUITE_BYTES = 1 << 20  # a suite file is a short text; a larger one is not one (or never ends: /dev/zero)
 SECTIONS = ("data", "models", "deployment", "whitebox", "sweep", "square", "transfer", "examples", "check")
@@ -64,6 +67,30 @@ DEPLOYMENT_IMAGES = 16  # default images of the targets' clean evaluation on the
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # part of figure file names (reports.run_dir._NAME)
 _ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 WHITEBOX_COLUMNS_HELP = "fgsm, mifgsm-N or pgd-N"
+DEFENDED_COLUMNS = ("pgd-100", "sea")  # [whitebox] defended_columns' default: plain PGD beside the worst case
+DEFENDED_EXAMPLE = '{ model = "fcn-resnet50", adversarial = "pgd-2", eps = 4, epochs = 10 }'
+
+
+@dataclass(frozen=True)
+class DefendedSpec:
+    """``[models] defended``: one built-in ``model`` trained with PGD adversarial training (``steps``, ``eps`` on the
+    0-255 scale; ``epochs``/``lr`` None: train's schedule). It is a model of its own in the records, named
+    :attr:`name` (``fcn-resnet50-adv-pgd2-eps4``): derived from the model and its defence, so it never collides with
+    the undefended model's records and stays the same from run to run."""
+
+    model: str
+    steps: int
+    eps: float
+    epochs: int | None = None
+    lr: float | None = None
+
+    @property
+    def adversarial(self) -> AdversarialTraining:
+        return AdversarialTraining(self.steps, self.eps)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.adversarial.tag}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,12 @@ class ModelsSpec:
     seed: int = 0
     batch_size: int = 16
     n_train: int | None = None  # None: the whole training split
+    defended: DefendedSpec | None = None  # trained with the same seed, batch size and training images
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """Every built-in model the suite loads: ``names``, then the defended model's record name."""
+        return self.names + ((self.defended.name,) if self.defended is not None else ())
 
 
 @dataclass(frozen=True)
@@ -149,13 +182,16 @@ class DeploymentSpec:
 @dataclass(frozen=True)
 class WhiteboxSpec:
     """The paper's Table 1: ``columns`` like ``fgsm``, ``mifgsm-20``, ``pgd-100``; ``skip``: model -> columns
-    left out (shown as "-"), as the paper leaves out PGD-200 for the ResNets."""
+    left out (shown as "-"), as the paper leaves out PGD-200 for the ResNets. ``defended_eps``: radii at which
+    ``defended_columns`` also run on the defended model (SEA-style accuracy over eps; empty: none)."""
 
     columns: tuple[str, ...]
     n_images: int = 16
     eps: float = 8.0
     seed: int = 0
     skip: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defended_eps: tuple[float, ...] = ()
+    defended_columns: tuple[str, ...] = DEFENDED_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -258,8 +294,9 @@ class SuiteConfig:
 
     @property
     def white_box_names(self) -> tuple[str, ...]:
-        """Every model white-box attacks run on: the built-in models, then the torch targets."""
-        return self.models.names + tuple(t.name for t in self.targets if t.white_box)
+        """Every model white-box attacks run on: the built-in models (the defended one last), then the torch
+        targets."""
+        return self.models.all_names + tuple(t.name for t in self.targets if t.white_box)
 
 
 def default_suite_path() -> Path:
@@ -295,12 +332,13 @@ def parse_suite(text: str, where: str = "suite", source: str = "", base: str | o
     models = _models(tables["models"], where, targets)
     names = models.names
     for target in targets:
-        if target.name in names:
-            raise HarnessError(f"{where}: {target.label} name: {target.name!r} is also in [models] names; "
+        if target.name in models.all_names:
+            what = "in [models] names" if target.name in names else "the name of [models] defended"
+            raise HarnessError(f"{where}: {target.label} name: {target.name!r} is also {what}; "
                                "a record's model must say which of the two it measured: rename the target")
-    white_box = names + tuple(t.name for t in targets if t.white_box)
+    white_box = models.all_names + tuple(t.name for t in targets if t.white_box)
     deployment = _deployment(tables["deployment"], targets)
-    whitebox = _whitebox(tables["whitebox"], white_box, targets) if "whitebox" in doc else None
+    whitebox = _whitebox(tables["whitebox"], white_box, targets, models.defended) if "whitebox" in doc else None
     sweep = _sweep(tables["sweep"], names, targets) if "sweep" in doc else None
     square = _square(tables["square"], names, targets) if "square" in doc else None
     transfer = _transfer(tables["transfer"], names, targets) if "transfer" in doc else None
@@ -441,11 +479,41 @@ def _models(t: _Table, where: str, targets: tuple[TargetSpec, ...]) -> ModelsSpe
             return ModelsSpec()  # the user's targets only: nothing to train
         raise HarnessError(f"{where}: a suite needs [models] names = [...] (of {', '.join(MODELS)}) or "
                            "[[targets]] tables (name, and onnx, plan or torch)")
-    names = t.choices("names", None, MODELS)
+    defended = _defended(t, where)
+    names = t.choices("names", () if defended is not None else None, MODELS)
     epochs = t.per_model("epochs", names, positive_int=True)
     lr = t.per_model("lr", names, positive_int=False)
     return ModelsSpec(names, t.choice("size", "reduced", SIZES), epochs, lr, t.seed(),
-                      t.integer("batch_size", 16, maximum=MAX_BATCH), t.integer("n_train", None, maximum=MAX_IMAGES))
+                      t.integer("batch_size", 16, maximum=MAX_BATCH), t.integer("n_train", None, maximum=MAX_IMAGES),
+                      defended)
+
+
+def _defended(models: _Table, where: str) -> DefendedSpec | None:
+    """``[models] defended = { model, adversarial = "pgd-K", eps, epochs, lr }`` (see :class:`DefendedSpec`)."""
+    values = models._get("defended")
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise models.error("defended", f"expected a table such as {DEFENDED_EXAMPLE}, got {_shown(values)}")
+    t = _Table(where, "models", values, label="[models] defended")
+    model = t.choice("model", None, MODELS)
+    if model is None:
+        raise t.error("model", f"is required: the built-in model to train adversarially, e.g. {DEFENDED_EXAMPLE}")
+    text = t.string("adversarial", None)
+    if text is None:
+        raise t.error("adversarial", "is required: the adversarial training, pgd-K (PGD with K steps per batch), "
+                                     "e.g. adversarial = \"pgd-2\"")
+    eps = t.eps()
+    try:
+        adversarial = parse_adversarial(text, eps)
+    except HarnessError as e:
+        raise t.error("adversarial", str(e).removeprefix(f"--adversarial {text!r}: ")) from None
+    epochs = t.integer("epochs", None, maximum=MAX_EPOCHS)
+    lr = t.number("lr", 0.0) or None  # 0.0: absent (a given 0 is refused below)
+    if "lr" in t.values and not (lr is not None and 0 < lr < 1):
+        raise t.error("lr", f"expected a learning rate in (0, 1), got {_shown(t.values['lr'])}")
+    t.finish()
+    return DefendedSpec(model, adversarial.steps, float(eps), epochs, lr)
 
 
 def _deployment(t: _Table, targets: tuple[TargetSpec, ...]) -> DeploymentSpec:
@@ -463,8 +531,9 @@ def _deployment(t: _Table, targets: tuple[TargetSpec, ...]) -> DeploymentSpec:
     return spec
 
 
-def _whitebox(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> WhiteboxSpec:
-    """``names``: every white-box model (built-in and torch targets)."""
+def _whitebox(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...], defended: DefendedSpec | None
+              ) -> WhiteboxSpec:
+    """``names``: every white-box model (built-in, the defended one and torch targets)."""
     if not names:
         raise t.error("columns", "white-box attacks need a PyTorch model, and the suite has none: "
                                  f"{_no_torch(targets)}")
@@ -478,7 +547,31 @@ def _whitebox(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]
         if not isinstance(left_out, list) or any(c not in columns for c in left_out):
             raise t.error(f"skip.{model}", f"expected a list of columns of {list(columns)}, got {left_out!r}")
         skip[model] = tuple(left_out)
-    return WhiteboxSpec(columns, t.n_images(16), t.eps(), t.seed(), skip)
+    defended_eps = _defended_eps(t, defended)
+    defended_columns = t.strings("defended_columns", DEFENDED_COLUMNS)
+    for column in defended_columns:
+        t.check_attack_label("defended_columns", column)
+    if not defended_eps and t.values.get("defended_columns") is not None:
+        raise t.error("defended_columns", "are run at each radius of defended_eps, and there is none: add "
+                                          "defended_eps = [4, 8, 12] or leave defended_columns out")
+    return WhiteboxSpec(columns, t.n_images(16), t.eps(), t.seed(), skip, defended_eps, defended_columns)
+
+
+def _defended_eps(t: _Table, defended: DefendedSpec | None) -> tuple[float, ...]:
+    """``defended_eps``: distinct radii in (0, 255] (0-255 scale), in increasing order; () when absent."""
+    value = t._get("defended_eps")
+    if value is None:
+        return ()
+    if defended is None:
+        raise t.error("defended_eps", f"runs on the defended model, and the suite has none: add [models] defended = "
+                                      f"{DEFENDED_EXAMPLE} or leave defended_eps out")
+    if not isinstance(value, list) or not value or len(value) > MAX_SWEEP_POINTS or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 255 for v in value):
+        raise t.error("defended_eps", f"expected a list of 1 to {MAX_SWEEP_POINTS} radii in (0, 255] on the 0-255 "
+                                      f"scale (8 means 8/255), e.g. [4, 8, 12], got {_shown(value)}")
+    if len(set(value)) != len(value):
+        raise t.error("defended_eps", f"names a radius twice: {_shown(value)}")
+    return tuple(sorted(float(v) for v in value))
 
 
 def _sweep(t: _Table, names: tuple[str, ...], targets: tuple[TargetSpec, ...]) -> SweepSpec:

@@ -40,7 +40,7 @@ from harness.fileio import atomic_path, check_output_dir, check_outputs, write_j
 from harness.suite.config import SuiteConfig
 from harness.suite.progress import Phase, SuiteProgress
 from harness.suite.square import SquareSubject, builtin_subjects, run_square
-from harness.suite.training import ensure_models, missing_models, train_config
+from harness.suite.training import ensure_models, missing_models, planned_models
 from harness.suite.user_targets import (
     OpenTarget,
     Skip,
@@ -50,7 +50,14 @@ from harness.suite.user_targets import (
     own_pair,
     target_pairs,
 )
-from harness.suite.whitebox import example_arrays, gradients, run_whitebox, sweep_attacks, table1_attacks
+from harness.suite.whitebox import (
+    defended_eps_attacks,
+    example_arrays,
+    gradients,
+    run_whitebox,
+    sweep_attacks,
+    table1_attacks,
+)
 from harness.threads import set_threads
 from harness.training import StepReport, TrainConfig
 from harness.transfer import (
@@ -135,7 +142,7 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
     plan = _plan_targets(config, open_targets(config.targets, val, where))  # one that does not fit: before any work
     _check_engines(config, plan, where)
     train = load_data(d.source, "train", d.root, d.image_size, d.seed, config.models.n_train, d.mask_format) \
-        if config.models.names else None
+        if config.models.all_names else None
     calibration = load_data(d.source, "train", d.root, d.image_size, d.seed, config.deployment.calibration_images,
                             d.mask_format) if _needs_int8(config, plan) else None
     settings = TransferSettings(size=config.models.size, batch_size=config.batch_size, device=CRAFT_DEVICE,
@@ -144,7 +151,7 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
     builtin: dict[str, LoadedModel] = {}
     if train is not None:  # a suite of [[targets]] only trains nothing
         with progress.phase("models", f"Models: {len(trained)} to train, "
-                                      f"{len(config.models.names) - len(trained)} cached") as phase:
+                                      f"{len(config.models.all_names) - len(trained)} cached") as phase:
             builtin = _models(config, train, val, trained, phase)
     # The torch targets beside the built-in models: white-box attacks and transfer crafting take both alike.
     models: dict[str, LoadedModel] = {**builtin, **{t.name: t.loaded for t in plan.targets if t.loaded is not None}}
@@ -166,6 +173,17 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
                                    "table1", _work(phase, "gradients", "crafting", _total(attacks, wb.n_images)))
         records += _with_target_fields(outcome.records, plan)
         sets = outcome.sets
+        defended = config.models.defended
+        if wb.defended_eps and defended is not None:
+            by_eps = defended_eps_attacks(wb)
+            with progress.phase("defended_eps", f"Defended model: {', '.join(wb.defended_columns)} at eps "
+                                                f"{', '.join(f'{e:g}' for e in wb.defended_eps)}") as phase:
+                on_work = _work(phase, "gradients", "crafting",
+                                sum(gradients(a, wb.n_images) for a in by_eps.values()))
+                for eps_attacks in by_eps.values():  # the radius of Table 1 reads its examples back
+                    outcome = run_whitebox(models, {defended.name: eps_attacks}, val.subset(wb.n_images),
+                                           replace(settings, seed=wb.seed), "defended_eps", on_work)
+                    records += outcome.records
     if config.sweep is not None:
         sw = config.sweep
         attacks = {name: sweep_attacks(sw) for name in (*sw.models, *(n for n in white_box if n not in builtin))}
@@ -200,6 +218,7 @@ def _run(config: SuiteConfig, out_dir: Path, progress: SuiteProgress) -> SuiteRu
         write_json_atomic(out_dir / "data" / "square_curves.json", {"curves": outcome.curves})
     _remove_stale(out_dir, config)
     records = merge_records(records)
+    records = _with_defence_fields(records, config, builtin)
     write_results(out_dir / "results.json", records)
     seconds = round(time.perf_counter() - start, 1)
     run = SuiteRun(out_dir, records, seconds, dict(progress.seconds), trained, plan.skipped)
@@ -245,6 +264,18 @@ def _plan_targets(config: SuiteConfig, targets: list[OpenTarget]) -> TargetPlan:
                 kept, _ = target_pairs(target, [wanted], "square")
                 plan.square[name] = wanted if wanted in kept else own_pair(target)
     return plan
+
+
+def _with_defence_fields(records: list[dict[str, Any]], config: SuiteConfig, builtin: Mapping[str, LoadedModel]
+                         ) -> list[dict[str, Any]]:
+    """``records`` with the defended model's ``adversarial_training`` field (the model it was built from, its PGD
+    training and epochs as its checkpoint records them): what its record name stands for."""
+    defended = config.models.defended
+    if defended is None or defended.name not in builtin:
+        return records
+    train = builtin[defended.name][1]["train"]
+    fields = {"adversarial_training": {"model": defended.model, **train["adversarial"], "epochs": train["epochs"]}}
+    return [{**r, **fields} if r["model"] == defended.name else r for r in records]
 
 
 def _kind_words(target: OpenTarget) -> str:
@@ -361,7 +392,7 @@ def _work(phase: Phase, key: str, description: str, total: int, unit: str = "gra
 
 def _models(config: SuiteConfig, train: SegmentationData, val: SegmentationData, missing: list[str],
             phase: Phase) -> dict[str, LoadedModel]:
-    configs = {name: train_config(name, config.models) for name in missing}
+    configs = {plan.name: plan.config for plan in planned_models(config.models, train)}
     steps_per_epoch = -(-len(train) // config.models.batch_size)
     for name in missing:
         phase.add(name, f"train {name}", configs[name].epochs * steps_per_epoch, "steps")

@@ -151,3 +151,9 @@ def example_arrays(model: SegmentationModel, source: Mapping[str, Any], example_
         adversarial_pred = engine.infer(adversarial).argmax(1).astype(np.uint8)
     return {"clean": clean, "adversarial": adversarial, "labels": data.labels[:n_images],
             "clean_pred": clean_pred, "adversarial_pred": adversarial_pred, "ids": np.array(data.ids[:n_images])}
+
+
+def defended_eps_attacks(spec: WhiteboxSpec) -> dict[float, list[Attack]]:
+    """The defended model's accuracy over eps: ``defended_columns`` at each radius of ``defended_eps`` (0-255 scale),
+    with the attacks' default step sizes for that radius (the radius of Table 1 gives Table 1's attacks)."""
+    return {eps: parse_attacks(",".join(spec.defended_columns), eps) for eps in spec.defended_eps}
