@@ -57,15 +57,9 @@ FIGURES = ("figure1_example.png", "figure2_examples.png", "figure3_pgd_sweep.png
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny suite run once from an empty cache of its own: (run directory, cache, suite file, stdout)."""
-    root = tmp_path_factory.mktemp("suite")
-    config, out, cache = root / "tiny.toml", root / "run", root / "cache"
-    config.write_text(TINY)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARNESS_CACHE", str(cache))
-        assert main(["suite", "--config", str(config), "--out", str(out)]) == 0
-    return out, cache, config
+def tiny_run(run_suite_once):
+    """The tiny suite run once from an empty cache of its own: (run directory, cache, suite file)."""
+    return run_suite_once("suite", TINY)
 
 
 @pytest.mark.slow

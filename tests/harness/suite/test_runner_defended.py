@@ -31,15 +31,9 @@ defended_columns = ["pgd-2", "sea-2"]
 
 
 @pytest.fixture(scope="module")
-def defended_run(tmp_path_factory):
-    """The tiny suite run once from an empty cache of its own: (run directory, cache, suite file, stdout)."""
-    root = tmp_path_factory.mktemp("defended")
-    config, out, cache = root / "tiny.toml", root / "run", root / "cache"
-    config.write_text(TINY)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARNESS_CACHE", str(cache))
-        assert main(["suite", "--config", str(config), "--out", str(out)]) == 0
-    return out, cache, config
+def defended_run(run_suite_once):
+    """The tiny suite run once from an empty cache of its own: (run directory, cache, suite file)."""
+    return run_suite_once("defended", TINY)
 
 
 @pytest.mark.slow
