@@ -13,7 +13,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from engines.availability import require
 from engines.base import Engine, EngineInfo
-from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of
+from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of, read_metadata
 from harness.errors import HarnessError, error_line
 from harness.limits import MAX_BATCH
 from harness.targets.onnx_io import external_data_files, onnx_sha256, ort_message, session_source
@@ -67,6 +67,12 @@ class OrtEngine(Engine):
         require("ort", self._device)
         if self.card is None:
             model = load_onnx(self.path)
+            if not read_metadata(model):
+                # A foreign file whose I/O merely looks like the boundary (normalisation outside the graph, say)
+                # would be fed [0, 1] pixels without any error: only the harness's own exports run without a card.
+                raise HarnessError(f"{self.path} is not a harness export (no harness.* metadata): describe its I/O "
+                                   "with a model card (OrtEngine(path, card=...); python -m harness inspect FILE "
+                                   "writes one)")
             self._names = io_names(model)
             shape = input_shape(model)
             self._fixed_hw = (shape[2], shape[3])

@@ -88,12 +88,19 @@ def test_each_convention_through_its_card_gives_the_graphs_own_output_as_boundar
     assert np.array_equal(predicted, logits.argmax(1))
 
 
-def test_a_boundary_card_does_no_work_and_equals_the_card_free_engine(convention_onnx):
+def test_a_boundary_card_does_no_work_and_a_foreign_file_needs_one(convention_onnx):
+    import onnxruntime
+
     path, card = convention_onnx("boundary")
     images = _images()
-    with OrtEngine(path, card=card, threads=1) as carded, OrtEngine(path, threads=1) as plain:
+    with OrtEngine(path, card=card, threads=1) as carded:
         assert carded._adapter is None  # identity: no conversion at all
-        assert np.array_equal(carded.infer(images), plain.infer(images))
+        got = carded.infer(images)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(got, session.run(None, {session.get_inputs()[0].name: images})[0])
+    # Without a card only the harness's own exports run: a foreign file's I/O may merely look like the boundary.
+    with pytest.raises(HarnessError, match="not a harness export"), OrtEngine(path, threads=1):
+        pass
 
 
 def test_the_engine_counts_queries_and_splits_batches_with_a_card(convention_onnx):
