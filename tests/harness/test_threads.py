@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from engines.ort_engine import OrtEngine
+from exporters.onnx_file import write_metadata
 from harness import threads
 from harness.errors import HarnessError
 from harness.threads import (
@@ -177,7 +178,9 @@ def _tiny_onnx(path: Path) -> None:
         [helper.make_node("Conv", ["images", "w"], ["logits"])], "tiny",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2, "height", "width"])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    write_metadata(model, {"precision": "fp32"})  # a harness-style export: OrtEngine runs it without a card
+    onnx.save(model, str(path))
 
 
 @pytest.mark.parametrize(("env", "requested", "given", "expected"), [
