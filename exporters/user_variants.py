@@ -13,6 +13,7 @@ needs float32 scales. A QDQ file is int8 already and has no other variants.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,14 @@ def own_precision(target: Target) -> str:
     """The precision of the user's file as it stands (fp32, fp16 or int8)."""
     _require_onnx(target)
     assert target.path is not None
-    return file_precision(load_onnx(target.path, contract=False))
+    return _file_precision(str(target.path), target.sha256)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_precision(path: str, sha256: str) -> str:
+    # Keyed by the content hash too: a command asks this several times (the default --precision, then the variant
+    # check), and each uncached answer loads and fully checks a file that may be hundreds of MB.
+    return file_precision(load_onnx(path, contract=False))
 
 
 def check_variants(target: Target, precisions: Sequence[str]) -> str:
