@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.fileio import cache_dir, sha256_file, write_json_atomic
+from harness import distributed
+from harness.fileio import build_lock, cache_dir, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -47,13 +48,15 @@ def cached_artifact(group: str, kind: str, fields: dict[str, Any], filename: str
                     build: Callable[[Path], None]) -> tuple[Path, str, bool]:
     """The artifact keyed by ``fields``, built with ``build(path)`` unless validly cached.
 
-    ``build`` must write ``path`` atomically. Returns ``(path, sha256, reused)``.
+    ``build`` must write ``path`` atomically. Returns ``(path, sha256, reused)``. One process builds while
+    others that need the same artifact (the ranks of a torchrun job, other runs on the cache) wait for it.
     """
     path = artifact_dir(group, kind, fields) / filename
-    sha = cached_sha256(path)
-    if sha is not None:
-        return path, sha, True
-    build(path)
-    sha = sha256_file(path)
-    write_json_atomic(path.parent / MANIFEST, {"file": filename, "sha256": sha, "key": fields})
+    with build_lock(path), distributed.local():
+        sha = cached_sha256(path)
+        if sha is not None:
+            return path, sha, True
+        build(path)
+        sha = sha256_file(path)
+        write_json_atomic(path.parent / MANIFEST, {"file": filename, "sha256": sha, "key": fields})
     return path, sha, False

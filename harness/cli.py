@@ -7,13 +7,16 @@ A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
 
-from harness import __version__
-from harness.errors import USAGE_ERROR, HarnessError, error_line
+from harness import __version__, distributed
+from harness.errors import CHECK_FAILED, USAGE_ERROR, HarnessError, error_line
 from harness.fileio import cache_dir, check_output_dir
 
 # Order of the command list in --help.
@@ -68,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    try:
+        place = distributed.environment_world()
+    except HarnessError as e:  # torchrun's variables set by hand, wrongly
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_code
+    if not place.main:  # under torchrun rank 0 alone prints: the others' output would repeat it N times
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with _quiet_unless(place.main):
+            args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed --help (0) or its one-line usage error (2)
         return int(e.code or 0)
     if args.command is None:
@@ -86,11 +97,14 @@ def _main(argv: list[str] | None) -> int:
     if args.cache_dir:
         os.environ["HARNESS_CACHE"] = args.cache_dir
     try:
+        if distributed.start().size > 1:
+            signal.signal(signal.SIGTERM, _stopped_by_launcher)
         if args.command not in CACHE_FREE:
             _check_cache(args)
         return int(args.run(args) or 0)
     except HarnessError as e:
-        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        # Every rank says what stopped it (one line each): a problem one rank alone meets is never lost.
+        print(f"error: {_rank_prefix()}{_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
         return _fail(e, f"{os.fsdecode(e.filename)}: {e.strerror}" if e.filename and e.strerror
@@ -101,6 +115,7 @@ def _main(argv: list[str] | None) -> int:
         return _fail(e, f"unexpected {type(e).__name__}: {error_line(e)} (a bug, or an input the harness "
                         f"does not check yet; HARNESS_TRACEBACK=1 shows the traceback)")
     finally:
+        distributed.stop()
         if args.cache_dir:  # in-process callers (the tests) keep their own cache
             if previous is None:
                 os.environ.pop("HARNESS_CACHE", None)
@@ -131,8 +146,34 @@ def _check_cache(args: argparse.Namespace) -> None:
 def _fail(e: BaseException, message: str) -> int:
     if os.environ.get("HARNESS_TRACEBACK"):
         traceback.print_exception(e)
-    print(f"error: {_one_line(message)}", file=sys.stderr)
+    print(f"error: {_rank_prefix()}{_one_line(message)}", file=sys.stderr)
     return USAGE_ERROR
+
+
+def _rank_prefix() -> str:
+    """``rank R: `` in a job of several processes, so a message says which one met it."""
+    place = distributed.job()
+    return f"rank {place.rank}: " if place.size > 1 else ""
+
+
+def _stopped_by_launcher(signum: int, frame: object) -> None:
+    """torchrun stops the other ranks with SIGTERM when one fails: a line and exit 1, not a silent death."""
+    raise HarnessError(distributed.PEER_FAILED, exit_code=CHECK_FAILED)
+
+
+@contextlib.contextmanager
+def _quiet_unless(show: bool) -> Iterator[None]:
+    """stderr silenced unless ``show``: argparse's messages are the same on every rank."""
+    if show:
+        yield
+        return
+    saved = sys.stderr
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = saved
 
 
 def _one_line(message: str) -> str:

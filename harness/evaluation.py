@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from harness import distributed
 from harness.data.base import SegmentationData
 from harness.errors import HarnessError
 from harness.metrics import ConfusionMatrix, Scores
@@ -18,16 +19,23 @@ def evaluate(predict: Predictor, data: SegmentationData, batch_size: int = 32,
     """Pixel accuracy, mean IoU and per-class IoU of ``predict`` over all of ``data``.
 
     Logits holding NaN or an infinity are a HarnessError: their argmax would be a silently wrong score.
+    Under torchrun each rank scores its share of the batches (``distributed.batches``) and the confusion
+    matrices are summed: every rank returns the scores of all of ``data``.
     """
     confusion = ConfusionMatrix(data.num_classes)
+    mine = distributed.batches(len(data), batch_size)
     with torch.inference_mode():
-        for start, (images, labels) in zip(range(0, len(data), batch_size), data.batches(batch_size), strict=True):
+        for _, items in mine:
+            images, labels = data.tensors(items)
             logits = predict(images)
             if not bool(torch.isfinite(logits).all()):
-                raise HarnessError(f"the model's logits hold NaN or infinite values (images {start} to "
-                                   f"{start + len(images) - 1} of {data.name} {data.split}); its weights or "
+                raise HarnessError(f"the model's logits hold NaN or infinite values (images {items.start} to "
+                                   f"{items.stop - 1} of {data.name} {data.split}); its weights or "
                                    "engine are broken, so no score is reported")
             confusion.update(logits.argmax(1), labels)
             if on_batch is not None:
                 on_batch(len(images))
+    confusion.matrix = distributed.sum_over_ranks(confusion.matrix)
+    if on_batch is not None and len(data) > distributed.items_in(mine):
+        on_batch(len(data) - distributed.items_in(mine))  # the other ranks' images: the progress ends at all
     return confusion.scores()

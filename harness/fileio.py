@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -41,8 +42,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     read-only or missing directory, a name too long...) becomes a one-line HarnessError naming ``target``.
     The file ends with the mode a plain ``open()`` would give it: an existing target's mode, else 0666
     less the umask. Temporary files of this target left by a writer that no longer runs (killed) are removed.
+    Under torchrun the ranks other than 0 write into the temporary file only (``distributed.writes_here``):
+    what the ranks computed together is written once.
     """
+    from harness import distributed  # imports torch: fileio itself stays light for the modules that need only it
+
     target = Path(target)
+    if not distributed.writes_here():
+        with _discarded(target) as tmp_path:
+            yield tmp_path
+        return
     tmp_path: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +68,37 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if tmp_path is not None:
             with contextlib.suppress(OSError):
                 tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _discarded(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that is removed, never renamed: a write that must not land."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path, _ = _new_temp_file(target)
+    try:
+        yield tmp_path
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def build_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a cache entry about to be built): a second process (another rank of
+    a torchrun job, or another run on the same cache) waits here until the first has built it, then finds it.
+    The lock is ``flock`` on ``.NAME.lock`` beside ``target``; the kernel drops it when its holder dies."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target.with_name(f".{_temp_stem(target.name, _name_max(target.parent))}.lock"),
+                     os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise HarnessError(f"cannot write {_show(target)}: {_reason(e)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _temp_stem(name: str, name_max: int) -> str:

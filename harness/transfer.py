@@ -45,6 +45,7 @@ import torch
 from engines.availability import ENGINES, PRECISIONS
 from engines.base import Engine
 from engines.factory import create_engine, resolve_device
+from harness import distributed
 from harness.attacks import Attack, attacks_from_names
 from harness.attacks.evaluation import evaluate_attack
 from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
@@ -232,15 +233,18 @@ def adversarial_examples(source_name: str, loaded: LoadedModel, data: Segmentati
     model, source = loaded
     provenance = example_provenance(source_name, source, data, attack, settings, target)
     path = example_path(provenance, data.ids)
+    stored = None
     if path.is_file():
         try:
             stored = load_adversarial(path)
         except HarnessError:
             stored = None  # a damaged file is crafted again and replaced
-        if stored is not None and provenance_matches(stored, provenance, data):
-            if on_work is not None:
-                on_work("gradients", f"{source_name} {attack.label} (stored)", len(data) * attack.iterations)
-            return ExampleSet(source_name, attack, stored, path, reused=True, seconds=0.0)
+    # The ranks of a torchrun job craft together (or reuse) alike, whatever each of them finds in the cache.
+    if distributed.everywhere(stored is not None and provenance_matches(stored, provenance, data)):
+        assert stored is not None
+        if on_work is not None:
+            on_work("gradients", f"{source_name} {attack.label} (stored)", len(data) * attack.iterations)
+        return ExampleSet(source_name, attack, stored, path, reused=True, seconds=0.0)
 
     def advance(n: int) -> None:
         if on_work is not None:
@@ -251,6 +255,7 @@ def adversarial_examples(source_name: str, loaded: LoadedModel, data: Segmentati
                                  keep_adversarial=True, on_batch=advance)
     assert evaluation.adversarial is not None
     save_adversarial(path, evaluation.adversarial, data.labels, list(data.ids), provenance)
+    distributed.barrier()  # rank 0 wrote it: every rank reads it once it is there
     # Read back: fresh and reused examples are then the same thing, with the stored hash in the provenance.
     examples = load_adversarial(path)
     return ExampleSet(source_name, attack, examples, path, reused=False, seconds=evaluation.attack_seconds)
@@ -259,12 +264,13 @@ def adversarial_examples(source_name: str, loaded: LoadedModel, data: Segmentati
 def engine_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int,
                   batch_size: int) -> tuple[Scores, float]:
     """Scores of ``engine`` (entered) on ``images`` float32 (N, 3, H, W), ``batch_size`` images per call,
-    and the seconds spent inside the engine."""
+    and the seconds spent inside the engine (under torchrun: this rank's share of the batches, counts summed)."""
     confusion = ConfusionMatrix(num_classes)
     before = engine.seconds
-    for start in range(0, len(images), batch_size):
-        logits = engine.infer(np.ascontiguousarray(images[start:start + batch_size]))
-        confusion.update(logits.argmax(1), labels[start:start + batch_size])
+    for _, batch in distributed.batches(len(images), batch_size):
+        logits = engine.infer(np.ascontiguousarray(images[batch]))
+        confusion.update(logits.argmax(1), labels[batch])
+    confusion.matrix = distributed.sum_over_ranks(confusion.matrix)
     return confusion.scores(), engine.seconds - before
 
 

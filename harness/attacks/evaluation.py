@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness import distributed
 from harness.attacks.base import Attack
 from harness.attacks.worst_case import WorstCase, WorstCaseResult, WorstCaseScores, WorstCaseTally
 from harness.data.base import SegmentationData
@@ -45,14 +46,20 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
     """Attack every image of ``data`` (in order, ``batch_size`` at a time) and score both versions.
 
     Results are reproducible for a given seed, batch size and device. ``on_batch(n)`` is called
-    after each batch of n images.
+    after each batch of n images. Under torchrun each rank attacks its share of the batches
+    (``distributed.batches``: the same batches and batch seeds as one process) and every rank returns the
+    whole result: confusion matrices and queries summed, adversarial images and worst-case tallies gathered,
+    seconds summed (the compute spent, not the wall time).
     """
     clean, attacked = ConfusionMatrix(data.num_classes), ConfusionMatrix(data.num_classes)
     height, width = data.image_size
-    kept = np.empty((len(data), 3, height, width), np.float32) if keep_adversarial else None
+    mine = distributed.batches(len(data), batch_size)
+    first = mine[0][1].start if mine else 0
+    kept = np.empty((distributed.items_in(mine), 3, height, width), np.float32) if keep_adversarial else None
     queries, attack_seconds, clean_seconds = 0, 0.0, 0.0
     tally = WorstCaseTally(attack.member_labels, data.num_classes) if isinstance(attack, WorstCase) else None
-    for index, (images, labels) in enumerate(data.batches(batch_size)):
+    for index, items in mine:
+        images, labels = data.tensors(items)
         images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -67,9 +74,20 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
         with torch.inference_mode():
             attacked.update(model(result.images).argmax(1), labels)
         if kept is not None:
-            kept[index * batch_size:index * batch_size + len(images)] = result.images.cpu().numpy()
+            kept[items.start - first:items.stop - first] = result.images.cpu().numpy()
         if on_batch is not None:
             on_batch(len(images))
+    if distributed.world().size > 1:
+        for confusion in (clean, attacked):
+            confusion.matrix = distributed.sum_over_ranks(confusion.matrix)
+        queries, attack_seconds, clean_seconds = (float(v) for v in distributed.sum_over_ranks(
+            np.array([queries, attack_seconds, clean_seconds], np.float64)))
+        queries = int(queries)
+        kept = distributed.gather_rows(kept) if kept is not None else None
+        if tally is not None:
+            tally.gather_ranks()
+        if on_batch is not None and len(data) > distributed.items_in(mine):
+            on_batch(len(data) - distributed.items_in(mine))
     worst_case = tally.result() if tally is not None else None
     return AttackEvaluation(clean.scores(), attacked.scores() if worst_case is None else worst_case.scores, queries,
                             attack_seconds, clean_seconds, kept, worst_case)

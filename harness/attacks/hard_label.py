@@ -31,7 +31,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from harness.attacks.oracle import Oracle
-from harness.attacks.query_loop import CHANNELS, BlackBoxAttack, BudgetConfig, RunProgress, progress_problem, timed
+from harness.attacks.query_loop import (
+    CHANNELS,
+    BlackBoxAttack,
+    BudgetConfig,
+    RunProgress,
+    progress_problem,
+    sharded_query,
+    timed,
+)
 from harness.attacks.square import AUTO_FIRST_CANDIDATE, COLOURS, STARTS, init_signs
 from harness.data.base import IGNORE_INDEX
 from harness.errors import HarnessError
@@ -175,7 +183,14 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
 
     def _predict(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
                  rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
-        """The engine's class maps uint8 (n, H, W) of ``batch``, their correct-pixel counts, the seconds taken."""
+        """The engine's class maps uint8 (n, H, W) of ``batch`` (the run's images ``rows``; None: all), their
+        correct-pixel counts, the seconds taken (under torchrun each rank asks about its slice: sharded_query)."""
+        (maps, correct), seconds = sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle,
+                                                                                           part_rows), batch, rows)
+        return maps, correct, seconds
+
+    def _class_maps(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
+                    rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], float]:
         answer, seconds = timed(engine.predict, batch)
         maps = np.asarray(answer)
         if maps.shape != (len(batch), *batch.shape[2:]) or maps.dtype.kind not in "iu":
@@ -185,8 +200,7 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
             raise HarnessError(f"the engine's predict returned classes {int(maps.min())}..{int(maps.max())}; "
                                f"expected 0..{IGNORE_INDEX - 1}")
         maps = maps.astype(np.uint8)
-        labels = oracle.labels if rows is None else oracle.labels[rows]
-        return maps, (maps == labels).sum(axis=(1, 2), dtype=np.int64), seconds
+        return (maps, (maps == oracle.labels[rows]).sum(axis=(1, 2), dtype=np.int64)), seconds
 
     def _start(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from harness import distributed
 from harness.attacks.base import check_eps
 from harness.attacks.oracle import Oracle
 from harness.data.base import IGNORE_INDEX
@@ -147,6 +148,27 @@ def timed(call: Callable[[np.ndarray], Any], batch: np.ndarray) -> tuple[Any, fl
     return answer, time.perf_counter() - t0
 
 
+Answers = tuple[np.ndarray, ...]
+
+
+def sharded_query(ask: Callable[[np.ndarray, np.ndarray], tuple[Answers, float]], batch: np.ndarray,
+                  rows: np.ndarray | None) -> tuple[Answers, float]:
+    """``ask(batch, rows)``: the engine's per-image answers (arrays of ``len(batch)`` rows) for ``batch``, whose
+    images are the run's images ``rows`` (None: all, in order), and the seconds in the engine.
+
+    Alone, one call. Under torchrun every rank holds the whole run and asks the engine about its contiguous slice
+    of ``batch`` only (``distributed.shard``); the answers are gathered in order, so every rank continues with
+    the same answers as one process would get (the engine must give an image the same answer whatever its
+    batch: ONNX Runtime on a CPU does, measured bit for bit). The seconds are this rank's."""
+    rows = np.arange(len(batch)) if rows is None else rows
+    if distributed.world().size == 1:
+        return ask(batch, rows)
+    part = distributed.shard(len(batch))
+    answers, seconds = ask(batch[part.start:part.stop], rows[part.start:part.stop]) if len(part) else (None, 0.0)
+    parts = [p for p in distributed.gather(answers) if p is not None]
+    return tuple(distributed.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))), seconds
+
+
 class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):
     """``Attack(config).run(engine, images, labels)``: a black-box attack under a per-image query budget.
 
@@ -201,7 +223,7 @@ class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):
         # Each iteration spends one query of every image still attacked, all of which have spent 1 + iteration:
         # after queries - 1 iterations every image has spent its budget.
         for _ in range(self.config.queries - 1 - state.iteration):
-            if state.finished or (should_stop is not None and should_stop()):
+            if state.finished or (should_stop is not None and _stop_everywhere(should_stop())):
                 break
             t0 = time.perf_counter()
             self._step(engine, images, oracle, state, rng)
@@ -290,6 +312,11 @@ class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):
         name, dtype = self.perturbation
         problem = arrays_problem(state, {name: (dtype, images.shape)}, images.shape)
         return problem if problem is not None else self._own_problem(state, images, oracle, num_classes)
+
+
+def _stop_everywhere(requested: bool) -> bool:
+    """Whether any rank was asked to stop: the ranks of a lockstep run stop after the same iteration."""
+    return requested if distributed.world().size == 1 else not distributed.everywhere(not requested)
 
 
 def arrays_problem(state: Any, perturbation: dict[str, tuple[type, tuple[int, ...]]],

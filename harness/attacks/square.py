@@ -25,7 +25,14 @@ import numpy as np
 
 from harness.attacks.oracle import ORACLES, Oracle
 from harness.attacks.query_loop import MIN_EPS as MIN_EPS  # re-exported: the suite's config checks eps against it
-from harness.attacks.query_loop import BlackBoxAttack, BudgetConfig, RunProgress, progress_problem, timed
+from harness.attacks.query_loop import (
+    BlackBoxAttack,
+    BudgetConfig,
+    RunProgress,
+    progress_problem,
+    sharded_query,
+    timed,
+)
 from harness.errors import HarnessError
 
 INITS = ("vertical", "horizontal")  # the paper's stripes (its Figure 4 runs both)
@@ -234,9 +241,8 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
     def _start(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         x_init = stripe_init(images, self.config.radius, self.config.init, rng)
-        logits, seconds = self._query(engine, x_init)
-        pred, correct = oracle.predictions(logits)
-        return {"x_best": x_init, "best_loss": oracle.loss(logits), "best_pred": pred, "correct": correct}, seconds
+        (loss, pred, correct), seconds = self._scored(engine, x_init, oracle, None)
+        return {"x_best": x_init, "best_loss": loss, "best_pred": pred, "correct": correct}, seconds
 
     def _improve(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle, state: SquareState,
                  active: np.ndarray, rng: np.random.Generator) -> float:
@@ -251,14 +257,24 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
         else:
             candidates = state.x_best.copy() if rows is None else state.x_best[rows]
             self._place_squares(candidates, clean, cfg.side(state.iteration, *images.shape[2:]), rng)
-        logits, seconds = self._query(engine, candidates)
-        loss = oracle.loss(logits, rows)
+        (loss, pred, correct), seconds = self._scored(engine, candidates, oracle, rows)
         better = loss > state.best_loss[active]
         won = active[better]
         state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
-        state.best_pred[won], state.correct[won] = oracle.predictions(logits[better], won)
+        state.best_pred[won], state.correct[won] = pred[better], correct[better]
         return seconds
+
+    def _scored(self, engine: QueryEngine, batch: np.ndarray, oracle: Oracle,
+                rows: np.ndarray | None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
+        """The oracle's loss float64 (n,), class maps uint8 (n, H, W) and correct-pixel counts int64 (n,) of the
+        engine's logits for ``batch`` (the run's images ``rows``; None: all), and the engine's seconds."""
+        def ask(part: np.ndarray, part_rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], float]:
+            logits, seconds = self._query(engine, part)
+            return (oracle.loss(logits, part_rows), *oracle.predictions(logits, part_rows)), seconds
+
+        (loss, pred, correct), seconds = sharded_query(ask, batch, rows)
+        return (loss, pred, correct), seconds
 
     def _own_problem(self, state: SquareState, images: np.ndarray, oracle: Oracle,
                      num_classes: int | None) -> str | None:

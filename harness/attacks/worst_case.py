@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness import distributed
 from harness.attacks.apgd import APGD
 from harness.attacks.base import Attack, AttackResult
 from harness.attacks.gradient import forward
@@ -216,6 +217,15 @@ class WorstCaseTally:
 
     def __len__(self) -> int:
         return len(self._cells[0])
+
+    def gather_ranks(self) -> None:
+        """Under torchrun: every rank's images (its shard, in rank order) in every rank's tally, so that each
+        selects over all of them as one process would (nothing to do alone)."""
+        if distributed.world().size == 1:
+            return
+        parts = distributed.gather((self._cells, self._correct))
+        self._cells = [[cell for cells, _ in parts for cell in cells[m]] for m in range(len(self.members))]
+        self._correct = [batch for _, correct in parts for batch in correct]
 
     def result(self) -> WorstCaseScores:
         """Both selections over every image added so far (HarnessError when none, or no pixel is labelled)."""

@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from engines.base import Engine
+from harness import distributed
 from harness.attacks.base import check_eps
 from harness.attacks.blackbox_attacks import BLACKBOX_ATTACKS
 from harness.attacks.blackbox_attacks import title as attack_title
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if args.attack == "square":
             require_scores(engine, "the Square Attack")  # before any work: a class map has no scores to read
         contexts = [_context(target, engine, data, config) for config in configs]
-        if args.resume and not any(state_path(c, config=config).is_file() for c, config in zip(contexts, configs,
-                                                                                                strict=True)):
+        if args.resume and not distributed.from_main(lambda: any(
+                state_path(c, config=config).is_file() for c, config in zip(contexts, configs, strict=True))):
             raise HarnessError(f"no saved {title} state of this run (same model, engine, images and "
                                "attack options) to resume; start it without --resume")
         clean, clean_seconds = _clean_scores(engine, images, labels, data.num_classes)
@@ -198,10 +199,14 @@ def _configs(args: argparse.Namespace) -> list[Config]:
 
 def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_classes: int
                   ) -> tuple[Scores, float]:
-    """Scores of the clean images from the engine's class maps (``predict``: a class-map target has no scores)."""
+    """Scores of the clean images from the engine's class maps (``predict``: a class-map target has no scores);
+    under torchrun each rank scores its slice (``distributed.shard``) and the counts are summed."""
     start = time.perf_counter()
     confusion = ConfusionMatrix(num_classes)
-    confusion.update(engine.predict(images), labels)
+    mine = distributed.shard(len(images))
+    if len(mine):
+        confusion.update(engine.predict(images[mine.start:mine.stop]), labels[mine.start:mine.stop])
+    confusion.matrix = distributed.sum_over_ranks(confusion.matrix)
     return confusion.scores(), time.perf_counter() - start
 
 
@@ -211,8 +216,9 @@ def _attack(engine: Engine, config: Config, context: dict[str, Any], images: np.
     stopped in its first half has no state for its second yet: that one starts afresh). None when the
     user stopped it; its state is saved then."""
     path = state_path(context, config=config)
-    state = load_state(path, context, config, images, labels, data.num_classes) \
-        if args.resume and path.is_file() else None
+    # Read by rank 0 and handed to all: the ranks of a lockstep run (query_loop.sharded_query) start alike.
+    state = distributed.from_main(lambda: load_state(path, context, config, images, labels, data.num_classes)
+                                  if args.resume and path.is_file() else None)
     if state is None and path.is_file() and not args.resume:
         print(f"starting afresh; the saved state of this run at {path} is replaced (--resume continues it)",
               file=sys.stderr)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 from engines.base import engine_predictor
+from harness import distributed
 from harness.commands.common import add_data_arguments, console, data_from_args, int_in
 from harness.commands.engine_options import add_engine_arguments, target_engine_from_args
 from harness.commands.target_options import add_target_arguments, record_fields, target_from_args, target_title
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         scores = evaluate(engine_predictor(engine), data, args.batch_size)
         seconds = time.perf_counter() - start
-        info, queries, engine_seconds = engine.info, engine.queries, engine.seconds
+        info, engine_seconds = engine.info, engine.seconds
+        queries = int(distributed.sum_over_ranks(np.array([engine.queries], np.int64))[0])  # all ranks' images
     console.print(scores_table(f"{target_title(target)}, {info.name} {info.precision} on {info.device}, "
                                f"{data.name} {data.split}, {len(data)} images, {scores.n_pixels} labelled pixels "
                                "(values in %)", data.class_names, [("clean", scores)]))

@@ -17,6 +17,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.factory import create_engine
+from harness import distributed
 from harness.attacks.hard_label import HardLabelAttack, HardLabelConfig, HardLabelState
 from harness.attacks.square import SquareAttack, SquareConfig, SquareState
 from harness.attacks.square_state import load_state, run_context, save_state, state_path
@@ -136,12 +137,13 @@ def _run(engine: Engine, config: Config, context: dict[str, Any], images: np.nda
     A saved state that is unreadable, of another run or breaks a guarantee of the attack (``load_state``, with
     the engine's ``num_classes``) is replaced. Returns (state, whether the saved run was reused as it was)."""
     path = state_path(context, prefix="suite-", config=config)  # each attack's runs in its own cache folder
-    state: State | None = None
-    if path.is_file():
+    def saved() -> State | None:
         try:
-            state = load_state(path, context, config, images, labels, num_classes)
+            return load_state(path, context, config, images, labels, num_classes) if path.is_file() else None
         except HarnessError:
-            state = None  # unreadable or from another run: start afresh and replace it
+            return None  # unreadable or from another run: start afresh and replace it
+
+    state = distributed.from_main(saved)  # the ranks of a lockstep run start from the same state
     total = len(images) * config.queries
     if state is not None and state.finished:
         if on_progress is not None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import distributed
 from harness.checkpoints import (
     cached_checkpoint_problem,
     default_checkpoint_path,
@@ -27,7 +28,7 @@ from harness.checkpoints import (
 )
 from harness.commands.train import DEFAULT_SCHEDULE, cached_training_problem
 from harness.data import SegmentationData, data_key
-from harness.fileio import sha256_file
+from harness.fileio import build_lock, sha256_file
 from harness.models.normalize import SegmentationModel
 from harness.suite.config import DefendedSpec, ModelsSpec
 from harness.training import AdversarialTraining, StepReport, TrainConfig, train_and_save
@@ -111,14 +112,16 @@ def ensure_models(spec: ModelsSpec, train_data: SegmentationData, val_data: Segm
     factory and ``harness.transfer`` expect. ``train_data`` must already hold ``spec.n_train`` images."""
     loaded = {}
     for plan in planned_models(spec, train_data):
-        cached, problem = load_cached_checkpoint(plan.path, plan.model, spec.size, train_data.class_names)
-        if problem is None and plan.adversarial is not None:
-            problem = _problem(plan, spec, train_data)
-        if problem is not None:
-            step = None if on_step is None else (lambda report, n=plan.name, c=plan.config: on_step(n, c, report))
-            train_and_save(plan.model, spec.size, train_data, val_data, plan.config, plan.path, on_step=step,
-                           adversarial=plan.adversarial)
-            cached = load_checkpoint(plan.path)
+        # One process trains a missing model; the other ranks of a torchrun job wait for it and load it.
+        with build_lock(plan.path), distributed.local():
+            cached, problem = load_cached_checkpoint(plan.path, plan.model, spec.size, train_data.class_names)
+            if problem is None and plan.adversarial is not None:
+                problem = _problem(plan, spec, train_data)
+            if problem is not None:
+                step = None if on_step is None else (lambda report, n=plan.name, c=plan.config: on_step(n, c, report))
+                train_and_save(plan.model, spec.size, train_data, val_data, plan.config, plan.path, on_step=step,
+                               adversarial=plan.adversarial)
+                cached = load_checkpoint(plan.path)
         model, meta = cached
         loaded[plan.name] = (model, {**meta, "checkpoint": str(plan.path), "sha256": sha256_file(plan.path)})
     return loaded

@@ -19,6 +19,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.factory import create_engine
+from harness import distributed
 from harness.attacks import PGD, Attack, WorstCase
 from harness.attacks.store import AdversarialSet, load_adversarial, save_adversarial
 from harness.attacks.worst_case import WorstCaseScores, WorstCaseTally
@@ -113,18 +114,20 @@ def worst_case_examples(name: str, loaded: LoadedModel, engine: Engine, data: Se
     """
     member_sets = [adversarial_examples(name, loaded, data, member, settings, on_work) for member in attack.members]
     tally = WorstCaseTally(attack.member_labels, data.num_classes)
-    for start in range(0, len(data), settings.batch_size):
-        batch = slice(start, start + settings.batch_size)
+    for _, batch in distributed.batches(len(data), settings.batch_size):
         tally.add(np.stack([engine.infer(np.ascontiguousarray(s.examples.images[batch])).argmax(1)
                             for s in member_sets]), data.labels[batch])
+    tally.gather_ranks()
     worst = tally.result()
     images = np.stack([member_sets[m].examples.images[i] for i, m in enumerate(worst.accuracy_winner)])
     provenance = example_provenance(name, loaded[1], data, attack, settings)
     path = example_path(provenance, data.ids)
     reused = all(s.reused for s in member_sets)
     stored = _stored(path)
-    if stored is None or not provenance_matches(stored, provenance, data) or not np.array_equal(stored.images, images):
+    if not distributed.everywhere(stored is not None and provenance_matches(stored, provenance, data)
+                                  and np.array_equal(stored.images, images)):
         save_adversarial(path, images, data.labels, list(data.ids), provenance)
+        distributed.barrier()  # rank 0 wrote it: every rank reads it once it is there
         stored = load_adversarial(path)
     example_set = ExampleSet(name, attack, stored, path, reused, sum(s.seconds for s in member_sets))
     return example_set, worst
