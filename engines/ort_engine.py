@@ -14,6 +14,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from engines.availability import require
 from engines.base import Engine, EngineInfo
 from exporters.onnx_file import input_shape, io_names, load_onnx, precision_of, read_metadata
+from harness import distributed
 from harness.errors import HarnessError, error_line
 from harness.limits import MAX_BATCH
 from harness.targets.onnx_io import external_data_files, onnx_sha256, ort_message, session_source
@@ -92,7 +93,9 @@ class OrtEngine(Engine):
         options.intra_op_num_threads = self._threads or onnx_runtime_threads()
         # Idle worker threads would busy-wait between runs and starve torch or other engines on the same cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [_PROVIDERS[self._device]] + (["CPUExecutionProvider"] if self._device == "cuda" else [])
+        # Under torchrun each rank has its own GPU, the one of its LOCAL_RANK (harness.distributed.start).
+        providers = [_PROVIDERS[self._device]] if self._device == "cpu" else \
+            [(_PROVIDERS["cuda"], {"device_id": distributed.job().local_rank}), "CPUExecutionProvider"]
         try:
             session = onnxruntime.InferenceSession(session_source(model, self.path, side_files), options,
                                                    providers=providers)

@@ -33,6 +33,7 @@ import numpy as np
 from harness.attacks.oracle import Oracle
 from harness.attacks.query_loop import (
     CHANNELS,
+    Answers,
     BlackBoxAttack,
     BudgetConfig,
     RunProgress,
@@ -182,15 +183,14 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
         return "ce"  # for the oracle's checked labels and counts only: no score is ever read
 
     def _predict(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
-                 rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+                 rows: np.ndarray | None) -> tuple[Answers, float]:
         """The engine's class maps uint8 (n, H, W) of ``batch`` (the run's images ``rows``; None: all), their
-        correct-pixel counts, the seconds taken (under torchrun each rank asks about its slice: sharded_query)."""
-        (maps, correct), seconds = sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle,
-                                                                                           part_rows), batch, rows)
-        return maps, correct, seconds
+        correct-pixel counts (``small``), the seconds taken (under torchrun each rank asks about its slice:
+        sharded_query)."""
+        return sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle, part_rows), batch, rows)
 
     def _class_maps(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
-                    rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+                    rows: np.ndarray) -> tuple[tuple[np.ndarray], np.ndarray, float]:
         answer, seconds = timed(engine.predict, batch)
         maps = np.asarray(answer)
         if maps.shape != (len(batch), *batch.shape[2:]) or maps.dtype.kind not in "iu":
@@ -200,14 +200,15 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
             raise HarnessError(f"the engine's predict returned classes {int(maps.min())}..{int(maps.max())}; "
                                f"expected 0..{IGNORE_INDEX - 1}")
         maps = maps.astype(np.uint8)
-        return (maps, (maps == oracle.labels[rows]).sum(axis=(1, 2), dtype=np.int64)), seconds
+        return ((maps == oracle.labels[rows]).sum(axis=(1, 2), dtype=np.int64),), maps, seconds
 
     def _start(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         signs = init_signs(images.shape, self.config.init, rng)  # the Square Attack's start for the same seed
-        pred, correct, seconds = self._predict(engine, perturbed(images, signs, self.config.radius), oracle, None)
-        return {"signs": signs, "best_loss": fooled_fraction(correct, oracle.labelled), "best_pred": pred,
-                "correct": correct}, seconds
+        answers, seconds = self._predict(engine, perturbed(images, signs, self.config.radius), oracle, None)
+        (correct,) = answers.small
+        return {"signs": signs, "best_loss": fooled_fraction(correct, oracle.labelled),
+                "best_pred": answers.maps(np.ones(len(images), bool)), "correct": correct}, seconds
 
     def _improve(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle, state: HardLabelState,
                  active: np.ndarray, rng: np.random.Generator) -> float:
@@ -218,11 +219,12 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
             signs = self._flipped(state, active, images.shape)
         rows = None if active.size == len(images) else active
         clean = images if rows is None else images[active]
-        pred, correct, seconds = self._predict(engine, perturbed(clean, signs, self.config.radius), oracle, rows)
+        answers, seconds = self._predict(engine, perturbed(clean, signs, self.config.radius), oracle, rows)
+        (correct,) = answers.small
         better = correct < state.correct[active]
         won = active[better]
         state.signs[won] = signs[better]
-        state.best_pred[won] = pred[better]
+        state.best_pred[won] = answers.maps(better)
         state.correct[won] = correct[better]
         state.best_loss[won] = fooled_fraction(correct[better], state.labelled[won])
         return seconds

@@ -148,25 +148,50 @@ def timed(call: Callable[[np.ndarray], Any], batch: np.ndarray) -> tuple[Any, fl
     return answer, time.perf_counter() - t0
 
 
-Answers = tuple[np.ndarray, ...]
+@dataclass
+class Answers:
+    """The engine's answers to one batch of candidates, as :func:`sharded_query` gathers them.
+
+    ``small``: per-candidate arrays of a few numbers each (scores, correct-pixel counts), whole on every rank.
+    :meth:`maps` gives the class maps uint8 (m, H, W) of the candidates a mask selects (those accepted): under
+    torchrun only those travel between the ranks, not every candidate's map."""
+
+    small: tuple[np.ndarray, ...]
+    _maps: np.ndarray | None  # this rank's slice of the class maps (all of them alone)
+    _part: range
+
+    def maps(self, selected: np.ndarray) -> np.ndarray:
+        """Class maps of the candidates where ``selected`` (bool, one per candidate) is True, in order."""
+        if distributed.world().size == 1:
+            assert self._maps is not None
+            return self._maps[selected]
+        mine = selected[self._part.start:self._part.stop]
+        # A rank with an empty slice sends None; the others send their selection (of shape (0, H, W) when none).
+        parts = distributed.gather(self._maps[mine] if self._maps is not None else None)
+        return distributed.concatenate([p for p in parts if p is not None])
 
 
-def sharded_query(ask: Callable[[np.ndarray, np.ndarray], tuple[Answers, float]], batch: np.ndarray,
-                  rows: np.ndarray | None) -> tuple[Answers, float]:
-    """``ask(batch, rows)``: the engine's per-image answers (arrays of ``len(batch)`` rows) for ``batch``, whose
-    images are the run's images ``rows`` (None: all, in order), and the seconds in the engine.
+Ask = Callable[[np.ndarray, np.ndarray], tuple[tuple[np.ndarray, ...], np.ndarray, float]]
+
+
+def sharded_query(ask: Ask, batch: np.ndarray, rows: np.ndarray | None) -> tuple[Answers, float]:
+    """``ask(batch, rows) -> (small arrays, class maps, seconds in the engine)``: the engine's answers for
+    ``batch``, whose images are the run's images ``rows`` (None: all, in order).
 
     Alone, one call. Under torchrun every rank holds the whole run and asks the engine about its contiguous slice
-    of ``batch`` only (``distributed.shard``); the answers are gathered in order, so every rank continues with
-    the same answers as one process would get (the engine must give an image the same answer whatever its
-    batch: ONNX Runtime on a CPU does, measured bit for bit). The seconds are this rank's."""
+    of ``batch`` only (``distributed.shard``); the small answers are gathered in order, so every rank continues
+    with the answers one process would get (the engine must give an image the same answer whatever its batch:
+    ONNX Runtime on a CPU does, measured bit for bit). The seconds are this rank's."""
     rows = np.arange(len(batch)) if rows is None else rows
     if distributed.world().size == 1:
-        return ask(batch, rows)
+        small, maps, seconds = ask(batch, rows)
+        return Answers(small, maps, range(len(batch))), seconds
     part = distributed.shard(len(batch))
-    answers, seconds = ask(batch[part.start:part.stop], rows[part.start:part.stop]) if len(part) else (None, 0.0)
-    parts = [p for p in distributed.gather(answers) if p is not None]
-    return tuple(distributed.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))), seconds
+    small, maps, seconds = ask(batch[part.start:part.stop], rows[part.start:part.stop]) if len(part) \
+        else (None, None, 0.0)
+    parts = [p for p in distributed.gather(small) if p is not None]
+    gathered = tuple(distributed.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+    return Answers(gathered, maps, part), seconds
 
 
 class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):

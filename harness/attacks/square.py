@@ -26,6 +26,7 @@ import numpy as np
 from harness.attacks.oracle import ORACLES, Oracle
 from harness.attacks.query_loop import MIN_EPS as MIN_EPS  # re-exported: the suite's config checks eps against it
 from harness.attacks.query_loop import (
+    Answers,
     BlackBoxAttack,
     BudgetConfig,
     RunProgress,
@@ -241,8 +242,10 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
     def _start(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         x_init = stripe_init(images, self.config.radius, self.config.init, rng)
-        (loss, pred, correct), seconds = self._scored(engine, x_init, oracle, None)
-        return {"x_best": x_init, "best_loss": loss, "best_pred": pred, "correct": correct}, seconds
+        answers, seconds = self._scored(engine, x_init, oracle, None)
+        loss, correct = answers.small
+        return {"x_best": x_init, "best_loss": loss, "best_pred": answers.maps(np.ones(len(images), bool)),
+                "correct": correct}, seconds
 
     def _improve(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle, state: SquareState,
                  active: np.ndarray, rng: np.random.Generator) -> float:
@@ -257,24 +260,25 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
         else:
             candidates = state.x_best.copy() if rows is None else state.x_best[rows]
             self._place_squares(candidates, clean, cfg.side(state.iteration, *images.shape[2:]), rng)
-        (loss, pred, correct), seconds = self._scored(engine, candidates, oracle, rows)
+        answers, seconds = self._scored(engine, candidates, oracle, rows)
+        loss, correct = answers.small
         better = loss > state.best_loss[active]
         won = active[better]
         state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
-        state.best_pred[won], state.correct[won] = pred[better], correct[better]
+        state.best_pred[won], state.correct[won] = answers.maps(better), correct[better]
         return seconds
 
     def _scored(self, engine: QueryEngine, batch: np.ndarray, oracle: Oracle,
-                rows: np.ndarray | None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]:
-        """The oracle's loss float64 (n,), class maps uint8 (n, H, W) and correct-pixel counts int64 (n,) of the
-        engine's logits for ``batch`` (the run's images ``rows``; None: all), and the engine's seconds."""
-        def ask(part: np.ndarray, part_rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], float]:
+                rows: np.ndarray | None) -> tuple[Answers, float]:
+        """The engine's logits for ``batch`` (the run's images ``rows``; None: all) as the oracle's loss float64
+        (n,) and correct-pixel counts int64 (n,) (``small``) and class maps uint8 (n, H, W), and its seconds."""
+        def ask(part: np.ndarray, part_rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, float]:
             logits, seconds = self._query(engine, part)
-            return (oracle.loss(logits, part_rows), *oracle.predictions(logits, part_rows)), seconds
+            pred, correct = oracle.predictions(logits, part_rows)
+            return (oracle.loss(logits, part_rows), correct), pred, seconds
 
-        (loss, pred, correct), seconds = sharded_query(ask, batch, rows)
-        return (loss, pred, correct), seconds
+        return sharded_query(ask, batch, rows)
 
     def _own_problem(self, state: SquareState, images: np.ndarray, oracle: Oracle,
                      num_classes: int | None) -> str | None:

@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 
+from harness import distributed
 from harness.suite.config import load_suite
 from harness.suite.progress import SuiteProgress
 from harness.suite.runner import check_run_dir, run_suite
@@ -28,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_suite(args.config)
     out = args.out or f"runs/{config.name}"
     check_run_dir(out, "--out" if args.out else "the run directory")
+    distributed.barrier()  # every rank has checked the directory before rank 0 writes into it
     console.print(f"suite {config.name} ({config.source}) -> {out}", highlight=False)
     result = run_suite(config, out, SuiteProgress(console))
+    if not distributed.job().main:
+        return 0  # under torchrun rank 0 alone wrote the run: it alone reads it back and reports
     recorded = load_run(out)
     report = render_report(recorded)
     print_tables(console, summary_tables(recorded))
