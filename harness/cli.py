@@ -7,13 +7,12 @@ A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from typing import TextIO
 
 from harness import __version__, distributed
 from harness.errors import CHECK_FAILED, USAGE_ERROR, HarnessError, error_line
@@ -28,6 +27,7 @@ CACHE_FREE = frozenset({"models", "inspect", "engines", "report", "check"})
 # What the other commands write under the cache (harness.fileio.cache_dir()).
 CACHE_SUBDIRS = ("data", "checkpoints", "artifacts", "square", "adversarial", "tensorrt")
 INTERRUPTED = 130
+_errors: TextIO | None = None  # where a rank other than 0 of a torchrun job says why it stopped (its stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,11 +77,13 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     if not place.main:  # under torchrun rank 0 alone prints: the others' output would repeat it N times
+        global _errors
+        _errors = sys.stderr  # except the one line that says why this rank stopped
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (notes and warnings: rank 0 says them)
     parser = build_parser()
     try:
-        with _quiet_unless(place.main):
-            args = parser.parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed --help (0) or its one-line usage error (2)
         return int(e.code or 0)
     if args.command is None:
@@ -104,7 +106,7 @@ def _main(argv: list[str] | None) -> int:
         return int(args.run(args) or 0)
     except HarnessError as e:
         # Every rank says what stopped it (one line each): a problem one rank alone meets is never lost.
-        print(f"error: {_rank_prefix()}{_one_line(str(e))}", file=sys.stderr)
+        print(f"error: {_rank_prefix()}{_one_line(str(e))}", file=_errors or sys.stderr)
         return e.exit_code
     except OSError as e:
         return _fail(e, f"{os.fsdecode(e.filename)}: {e.strerror}" if e.filename and e.strerror
@@ -115,6 +117,8 @@ def _main(argv: list[str] | None) -> int:
         return _fail(e, f"unexpected {type(e).__name__}: {error_line(e)} (a bug, or an input the harness "
                         f"does not check yet; HARNESS_TRACEBACK=1 shows the traceback)")
     finally:
+        if distributed.job().size > 1:  # torchrun's SIGTERM once this rank is done (or has said why not): no traceback
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         distributed.stop()
         if args.cache_dir:  # in-process callers (the tests) keep their own cache
             if previous is None:
@@ -144,9 +148,10 @@ def _check_cache(args: argparse.Namespace) -> None:
 
 
 def _fail(e: BaseException, message: str) -> int:
+    stream = _errors or sys.stderr
     if os.environ.get("HARNESS_TRACEBACK"):
-        traceback.print_exception(e)
-    print(f"error: {_rank_prefix()}{_one_line(message)}", file=sys.stderr)
+        traceback.print_exception(e, file=stream)
+    print(f"error: {_rank_prefix()}{_one_line(message)}", file=stream)
     return USAGE_ERROR
 
 
@@ -159,21 +164,6 @@ def _rank_prefix() -> str:
 def _stopped_by_launcher(signum: int, frame: object) -> None:
     """torchrun stops the other ranks with SIGTERM when one fails: a line and exit 1, not a silent death."""
     raise HarnessError(distributed.PEER_FAILED, exit_code=CHECK_FAILED)
-
-
-@contextlib.contextmanager
-def _quiet_unless(show: bool) -> Iterator[None]:
-    """stderr silenced unless ``show``: argparse's messages are the same on every rank."""
-    if show:
-        yield
-        return
-    saved = sys.stderr
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-    try:
-        yield
-    finally:
-        sys.stderr.close()
-        sys.stderr = saved
 
 
 def _one_line(message: str) -> str:

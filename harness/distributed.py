@@ -23,6 +23,7 @@ one rank while the others wait on its lock) nothing is sharded.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -105,7 +106,8 @@ def start(environ: dict[str, str] | None = None) -> World:
     if torch.cuda.is_available():
         if place.local_rank >= torch.cuda.device_count():
             raise HarnessError(f"LOCAL_RANK {place.local_rank} has no GPU: this node has "
-                               f"{torch.cuda.device_count()}; start at most that many processes per node")
+                               f"{torch.cuda.device_count()}; start at most that many processes per node (or "
+                               "hide the GPUs with CUDA_VISIBLE_DEVICES= for ranks that run on the CPU)")
         torch.cuda.set_device(place.local_rank)
         backend = "cpu:gloo,cuda:nccl"
     try:
@@ -212,6 +214,32 @@ def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(p) for p in parts], axis=0)
 
 
+def gather_known_rows(mine: np.ndarray | None, counts: Sequence[int], row_shape: tuple[int, ...],
+                      dtype: np.dtype | type) -> np.ndarray:
+    """Every rank's rows joined in rank order, when every rank knows how many rows each sends (``counts``, one per
+    rank) and their shape and dtype: one fixed-size all-gather of tensors, nothing pickled (for exchanges made at
+    every iteration of a run). ``mine``: this rank's ``counts[rank]`` rows (None when it has none)."""
+    place = world()
+    if place.size == 1:
+        return np.asarray(mine, dtype) if mine is not None else np.empty((0, *row_shape), dtype)
+    top = max(counts)
+    if top == 0:
+        return np.empty((0, *row_shape), dtype)
+    buffer = np.zeros((top, *row_shape), dtype)
+    if counts[place.rank]:
+        buffer[:counts[place.rank]] = mine
+    sent = torch.from_numpy(buffer)
+    received = [torch.empty_like(sent) for _ in range(place.size)]
+    _collective(torch.distributed.all_gather, received, sent)
+    return np.concatenate([t.numpy()[:count] for t, count in zip(received, counts, strict=True)])
+
+
+def shard_sizes(count: int) -> list[int]:
+    """How many of ``count`` items each rank takes (:func:`shard`), in rank order: known to every rank."""
+    place = world()
+    return [len(shard(count, World(rank, place.size))) for rank in range(place.size)]
+
+
 def gather_rows(array: np.ndarray) -> np.ndarray:
     """Each rank's rows (its shard, in rank order) joined into the whole array, on every rank."""
     return array if world().size == 1 else concatenate(gather(array))
@@ -248,6 +276,18 @@ def barrier() -> None:
     """Wait until every rank is here."""
     if world().size > 1:
         _collective(torch.distributed.barrier)
+
+
+def same_inputs(what: str, *arrays: np.ndarray, batch_size: int = 0) -> None:
+    """A one-line HarnessError on every rank unless every rank shards the same ``arrays`` (the images and
+    labels of a loop, hashed) in the same batches: ranks on other data would be summed into a silently wrong
+    score."""
+    if world().size == 1:
+        return
+    digest = hashlib.sha256(repr([(a.shape, a.dtype.str) for a in arrays] + [batch_size]).encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
+    same_on_every_rank(digest.hexdigest(), what)
 
 
 def same_on_every_rank(value: Any, what: str) -> None:

@@ -23,6 +23,7 @@ def evaluate(predict: Predictor, data: SegmentationData, batch_size: int = 32,
     matrices are summed: every rank returns the scores of all of ``data``.
     """
     confusion = ConfusionMatrix(data.num_classes)
+    distributed.same_inputs("the images and labels to evaluate", data.images, data.labels, batch_size=batch_size)
     mine = distributed.batches(len(data), batch_size)
     with torch.inference_mode():
         for _, items in mine:

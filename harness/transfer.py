@@ -267,6 +267,7 @@ def engine_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_cl
     and the seconds spent inside the engine (under torchrun: this rank's share of the batches, counts summed)."""
     confusion = ConfusionMatrix(num_classes)
     before = engine.seconds
+    distributed.same_inputs("the images and labels to score", images, labels, batch_size=batch_size)
     for _, batch in distributed.batches(len(images), batch_size):
         logits = engine.infer(np.ascontiguousarray(images[batch]))
         confusion.update(logits.argmax(1), labels[batch])

@@ -53,6 +53,7 @@ def evaluate_attack(model: nn.Module, data: SegmentationData, attack: Attack, ba
     """
     clean, attacked = ConfusionMatrix(data.num_classes), ConfusionMatrix(data.num_classes)
     height, width = data.image_size
+    distributed.same_inputs("the images and labels to attack", data.images, data.labels, batch_size=batch_size)
     mine = distributed.batches(len(data), batch_size)
     first = mine[0][1].start if mine else 0
     kept = np.empty((distributed.items_in(mine), 3, height, width), np.float32) if keep_adversarial else None

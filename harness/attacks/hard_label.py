@@ -187,7 +187,8 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
         """The engine's class maps uint8 (n, H, W) of ``batch`` (the run's images ``rows``; None: all), their
         correct-pixel counts (``small``), the seconds taken (under torchrun each rank asks about its slice:
         sharded_query)."""
-        return sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle, part_rows), batch, rows)
+        return sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle, part_rows), batch, rows,
+                             (np.int64,))
 
     def _class_maps(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
                     rows: np.ndarray) -> tuple[tuple[np.ndarray], np.ndarray, float]:

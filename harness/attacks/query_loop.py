@@ -159,39 +159,51 @@ class Answers:
     small: tuple[np.ndarray, ...]
     _maps: np.ndarray | None  # this rank's slice of the class maps (all of them alone)
     _part: range
+    _map_shape: tuple[int, int]
 
     def maps(self, selected: np.ndarray) -> np.ndarray:
         """Class maps of the candidates where ``selected`` (bool, one per candidate) is True, in order."""
         if distributed.world().size == 1:
             assert self._maps is not None
             return self._maps[selected]
-        mine = selected[self._part.start:self._part.stop]
-        # A rank with an empty slice sends None; the others send their selection (of shape (0, H, W) when none).
-        parts = distributed.gather(self._maps[mine] if self._maps is not None else None)
-        return distributed.concatenate([p for p in parts if p is not None])
+        counts = [int(selected[part.start:part.stop].sum()) for part in _parts(len(selected))]
+        mine = self._maps[selected[self._part.start:self._part.stop]] if self._maps is not None else None
+        return distributed.gather_known_rows(mine, counts, self._map_shape, np.uint8)
+
+
+def _parts(count: int) -> list[range]:
+    """Every rank's slice of ``count`` candidates (``distributed.shard``), in rank order."""
+    place = distributed.world()
+    return [distributed.shard(count, distributed.World(rank, place.size)) for rank in range(place.size)]
 
 
 Ask = Callable[[np.ndarray, np.ndarray], tuple[tuple[np.ndarray, ...], np.ndarray, float]]
 
 
-def sharded_query(ask: Ask, batch: np.ndarray, rows: np.ndarray | None) -> tuple[Answers, float]:
+def sharded_query(ask: Ask, batch: np.ndarray, rows: np.ndarray | None,
+                  small_dtypes: tuple[type, ...]) -> tuple[Answers, float]:
     """``ask(batch, rows) -> (small arrays, class maps, seconds in the engine)``: the engine's answers for
-    ``batch``, whose images are the run's images ``rows`` (None: all, in order).
+    ``batch``, whose images are the run's images ``rows`` (None: all, in order); the small arrays are one value
+    per candidate, of ``small_dtypes``.
 
     Alone, one call. Under torchrun every rank holds the whole run and asks the engine about its contiguous slice
-    of ``batch`` only (``distributed.shard``); the small answers are gathered in order, so every rank continues
-    with the answers one process would get (the engine must give an image the same answer whatever its batch:
-    ONNX Runtime on a CPU does, measured bit for bit). The seconds are this rank's."""
+    of ``batch`` only (``distributed.shard``); the small answers are gathered in order (one fixed-size exchange:
+    float64 holds every count exactly), so every rank continues with the answers one process would get (the
+    engine must give an image the same answer whatever its batch: ONNX Runtime on a CPU does, measured bit for
+    bit). The seconds are this rank's."""
     rows = np.arange(len(batch)) if rows is None else rows
+    map_shape = (int(batch.shape[2]), int(batch.shape[3]))
     if distributed.world().size == 1:
         small, maps, seconds = ask(batch, rows)
-        return Answers(small, maps, range(len(batch))), seconds
+        return Answers(small, maps, range(len(batch)), map_shape), seconds
     part = distributed.shard(len(batch))
     small, maps, seconds = ask(batch[part.start:part.stop], rows[part.start:part.stop]) if len(part) \
         else (None, None, 0.0)
-    parts = [p for p in distributed.gather(small) if p is not None]
-    gathered = tuple(distributed.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-    return Answers(gathered, maps, part), seconds
+    mine = np.stack([np.asarray(a, np.float64) for a in small], axis=1) if small is not None else None
+    table = distributed.gather_known_rows(mine, [len(p) for p in _parts(len(batch))], (len(small_dtypes),),
+                                          np.float64)
+    gathered = tuple(table[:, i].astype(dtype) for i, dtype in enumerate(small_dtypes))
+    return Answers(gathered, maps, part, map_shape), seconds
 
 
 class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):
@@ -232,6 +244,7 @@ class BlackBoxAttack(ABC, Generic[ConfigT, StateT]):
         images, labels = self._validate(images, labels)
         oracle = Oracle(self._loss_name(), labels)
         expected = fingerprint(images, labels, self.config)
+        distributed.same_on_every_rank(expected, "the images, labels and attack settings of this run")
         start = time.perf_counter()
         if state is None:
             rng = np.random.default_rng(self.config.seed)

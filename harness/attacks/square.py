@@ -278,7 +278,7 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
             pred, correct = oracle.predictions(logits, part_rows)
             return (oracle.loss(logits, part_rows), correct), pred, seconds
 
-        return sharded_query(ask, batch, rows)
+        return sharded_query(ask, batch, rows, (np.float64, np.int64))
 
     def _own_problem(self, state: SquareState, images: np.ndarray, oracle: Oracle,
                      num_classes: int | None) -> str | None:

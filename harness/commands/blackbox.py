@@ -203,6 +203,7 @@ def _clean_scores(engine: Engine, images: np.ndarray, labels: np.ndarray, num_cl
     under torchrun each rank scores its slice (``distributed.shard``) and the counts are summed."""
     start = time.perf_counter()
     confusion = ConfusionMatrix(num_classes)
+    distributed.same_inputs("the images and labels to attack", images, labels)
     mine = distributed.shard(len(images))
     if len(mine):
         confusion.update(engine.predict(images[mine.start:mine.stop]), labels[mine.start:mine.stop])
