@@ -182,13 +182,16 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
     def _loss_name(self) -> str:
         return "ce"  # for the oracle's checked labels and counts only: no score is ever read
 
-    def _predict(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
+    def _predict(self, engine: ClassMapEngine, clean: np.ndarray, signs: np.ndarray, oracle: Oracle,
                  rows: np.ndarray | None) -> tuple[Answers, float]:
-        """The engine's class maps uint8 (n, H, W) of ``batch`` (the run's images ``rows``; None: all), their
+        """The engine's class maps uint8 (n, H, W) of the candidates ``perturbed(clean, signs)`` (the run's images
+        ``rows``; None: all), their
         correct-pixel counts (``small``), the seconds taken (under torchrun each rank asks about its slice:
         sharded_query)."""
-        return sharded_query(lambda part, part_rows: self._class_maps(engine, part, oracle, part_rows), batch, rows,
-                             (np.int64,))
+        radius = self.config.radius
+        return sharded_query(lambda batch, part_rows: self._class_maps(engine, batch, oracle, part_rows),
+                             lambda part: perturbed(clean[part], signs[part], radius), len(clean), rows, (np.int64,),
+                             clean.shape[2:])
 
     def _class_maps(self, engine: ClassMapEngine, batch: np.ndarray, oracle: Oracle,
                     rows: np.ndarray) -> tuple[tuple[np.ndarray], np.ndarray, float]:
@@ -206,7 +209,7 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
     def _start(self, engine: ClassMapEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         signs = init_signs(images.shape, self.config.init, rng)  # the Square Attack's start for the same seed
-        answers, seconds = self._predict(engine, perturbed(images, signs, self.config.radius), oracle, None)
+        answers, seconds = self._predict(engine, images, signs, oracle, None)
         (correct,) = answers.small
         return {"signs": signs, "best_loss": fooled_fraction(correct, oracle.labelled),
                 "best_pred": answers.maps(np.ones(len(images), bool)), "correct": correct}, seconds
@@ -220,7 +223,7 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
             signs = self._flipped(state, active, images.shape)
         rows = None if active.size == len(images) else active
         clean = images if rows is None else images[active]
-        answers, seconds = self._predict(engine, perturbed(clean, signs, self.config.radius), oracle, rows)
+        answers, seconds = self._predict(engine, clean, signs, oracle, rows)
         (correct,) = answers.small
         better = correct < state.correct[active]
         won = active[better]

@@ -180,28 +180,29 @@ def _parts(count: int) -> list[range]:
 Ask = Callable[[np.ndarray, np.ndarray], tuple[tuple[np.ndarray, ...], np.ndarray, float]]
 
 
-def sharded_query(ask: Ask, batch: np.ndarray, rows: np.ndarray | None,
-                  small_dtypes: tuple[type, ...]) -> tuple[Answers, float]:
-    """``ask(batch, rows) -> (small arrays, class maps, seconds in the engine)``: the engine's answers for
-    ``batch``, whose images are the run's images ``rows`` (None: all, in order); the small arrays are one value
-    per candidate, of ``small_dtypes``.
+def sharded_query(ask: Ask, candidates: Callable[[slice], np.ndarray], count: int, rows: np.ndarray | None,
+                  small_dtypes: tuple[type, ...], map_shape: tuple[int, ...]) -> tuple[Answers, float]:
+    """``ask(batch, rows) -> (small arrays, class maps, seconds in the engine)``: the engine's answers for the
+    ``count`` candidates that ``candidates(part)`` builds (a slice of them), whose images are the run's images
+    ``rows`` (None: all, in order); the small arrays are one value per candidate, of ``small_dtypes``; the class
+    maps are ``map_shape`` (H, W).
 
-    Alone, one call. Under torchrun every rank holds the whole run and asks the engine about its contiguous slice
-    of ``batch`` only (``distributed.shard``); the small answers are gathered in order (one fixed-size exchange:
-    float64 holds every count exactly), so every rank continues with the answers one process would get (the
-    engine must give an image the same answer whatever its batch: ONNX Runtime on a CPU does, measured bit for
-    bit). The seconds are this rank's."""
-    rows = np.arange(len(batch)) if rows is None else rows
-    map_shape = (int(batch.shape[2]), int(batch.shape[3]))
+    Alone, one call on all of them. Under torchrun every rank holds the whole run but builds and sends to the
+    engine only its contiguous slice of the candidates (``distributed.shard``); the small answers are gathered in
+    order (one fixed-size exchange: float64 holds every count exactly), so every rank continues with the answers
+    one process would get (the engine must give an image the same answer whatever its batch: ONNX Runtime on a
+    CPU does, measured bit for bit). The seconds are this rank's."""
+    rows = np.arange(count) if rows is None else rows
+    map_shape = (int(map_shape[0]), int(map_shape[1]))
     if distributed.world().size == 1:
-        small, maps, seconds = ask(batch, rows)
-        return Answers(small, maps, range(len(batch)), map_shape), seconds
-    part = distributed.shard(len(batch))
-    small, maps, seconds = ask(batch[part.start:part.stop], rows[part.start:part.stop]) if len(part) \
-        else (None, None, 0.0)
-    mine = np.stack([np.asarray(a, np.float64) for a in small], axis=1) if small is not None else None
-    table = distributed.gather_known_rows(mine, [len(p) for p in _parts(len(batch))], (len(small_dtypes),),
-                                          np.float64)
+        small, maps, seconds = ask(candidates(slice(0, count)), rows)
+        return Answers(small, maps, range(count), map_shape), seconds
+    part = distributed.shard(count)
+    mine = slice(part.start, part.stop)
+    small, maps, seconds = ask(candidates(mine), rows[mine]) if len(part) else (None, None, 0.0)
+    table = distributed.gather_known_rows(
+        np.stack([np.asarray(a, np.float64) for a in small], axis=1) if small is not None else None,
+        [len(p) for p in _parts(count)], (len(small_dtypes),), np.float64)
     gathered = tuple(table[:, i].astype(dtype) for i, dtype in enumerate(small_dtypes))
     return Answers(gathered, maps, part, map_shape), seconds
 

@@ -18,6 +18,7 @@ harness/attacks/query_loop.py's (shared with the hard-label attack); :class:`Squ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -242,7 +243,7 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
     def _start(self, engine: QueryEngine, images: np.ndarray, oracle: Oracle,
                rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
         x_init = stripe_init(images, self.config.radius, self.config.init, rng)
-        answers, seconds = self._scored(engine, x_init, oracle, None)
+        answers, seconds = self._scored(engine, lambda part: x_init[part], len(images), oracle, None)
         loss, correct = answers.small
         return {"x_best": x_init, "best_loss": loss, "best_pred": answers.maps(np.ones(len(images), bool)),
                 "correct": correct}, seconds
@@ -251,34 +252,46 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
                  active: np.ndarray, rng: np.random.Generator) -> float:
         """A square candidate per active image, one engine call, keep those whose loss grows."""
         cfg = self.config
-        # While every image is attacked, views spare copying the clean images each iteration.
         rows = None if active.size == len(images) else active
-        clean = images if rows is None else images[rows]
-        # The candidates are built in place, in a copy of the best images.
         if state.iteration < cfg.first_update:  # the other start as the first candidate
-            candidates = stripe_init(clean, cfg.radius, AUTO_FIRST_CANDIDATE, rng)
+            # While every image is attacked, a view spares copying the clean images.
+            first = stripe_init(images if rows is None else images[rows], cfg.radius, AUTO_FIRST_CANDIDATE, rng)
+            answers, seconds = self._scored(engine, lambda part: first[part], active.size, oracle, rows)
+            loss, correct = answers.small
+            better = loss > state.best_loss[active]
+            state.x_best[active[better]] = first[better]
         else:
-            candidates = state.x_best.copy() if rows is None else state.x_best[rows]
-            self._place_squares(candidates, clean, cfg.side(state.iteration, *images.shape[2:]), rng)
-        answers, seconds = self._scored(engine, candidates, oracle, rows)
-        loss, correct = answers.small
-        better = loss > state.best_loss[active]
+            # A candidate is its best image with one square changed: only the squares are drawn for every image
+            # (the random stream is the run's), the whole images only for the candidates this rank sends.
+            squares = self._draw_squares(state.x_best, images, active, cfg.side(state.iteration, *images.shape[2:]),
+                                         rng)
+
+            def candidates(part: slice) -> np.ndarray:
+                built = state.x_best[active[part]]  # a copy: fancy indexing
+                built[squares.window(np.arange(len(built)), part)] = squares.values[part]
+                return built
+
+            answers, seconds = self._scored(engine, candidates, active.size, oracle, rows)
+            loss, correct = answers.small
+            better = loss > state.best_loss[active]
+            # The best images of the winners become their candidates: only their squares change.
+            state.x_best[squares.window(active[better], better)] = squares.values[better]
         won = active[better]
-        state.x_best[won] = candidates[better]
         state.best_loss[won] = loss[better]
         state.best_pred[won], state.correct[won] = answers.maps(better), correct[better]
         return seconds
 
-    def _scored(self, engine: QueryEngine, batch: np.ndarray, oracle: Oracle,
+    def _scored(self, engine: QueryEngine, candidates: Callable[[slice], np.ndarray], count: int, oracle: Oracle,
                 rows: np.ndarray | None) -> tuple[Answers, float]:
-        """The engine's logits for ``batch`` (the run's images ``rows``; None: all) as the oracle's loss float64
-        (n,) and correct-pixel counts int64 (n,) (``small``) and class maps uint8 (n, H, W), and its seconds."""
+        """The engine's logits for the ``count`` candidates ``candidates(part)`` builds (the run's images ``rows``;
+        None: all) as the oracle's loss float64 (n,) and correct-pixel counts int64 (n,) (``small``) and class
+        maps uint8 (n, H, W), and its seconds."""
         def ask(part: np.ndarray, part_rows: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, float]:
             logits, seconds = self._query(engine, part)
             pred, correct = oracle.predictions(logits, part_rows)
             return (oracle.loss(logits, part_rows), correct), pred, seconds
 
-        return sharded_query(ask, batch, rows, (np.float64, np.int64))
+        return sharded_query(ask, candidates, count, rows, (np.float64, np.int64), oracle.labels.shape[1:])
 
     def _own_problem(self, state: SquareState, images: np.ndarray, oracle: Oracle,
                      num_classes: int | None) -> str | None:
@@ -294,32 +307,50 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
             return "has non-finite best losses"
         return progress_problem(state, self.config, oracle, num_classes)
 
-    def _place_squares(self, best: np.ndarray, images: np.ndarray, side: int, rng: np.random.Generator) -> None:
-        """Turn each best image (in place) into its candidate: one square of ``side`` at a uniformly
-        random position (the last row and column included) set to x ± ε/255 (one sign per channel, or one for all
-        channels with colour grey),
-        clipped to [0, 1], its colour redrawn until the square changes the best image (at most MAX_REDRAWS
-        draws; a square still unchanged then takes the opposite colour, which differs in every channel).
-        Outside the squares the best images, already in the ball, stay as they are."""
-        n, c, h, w = images.shape
-        rows = rng.integers(0, h - side + 1, size=n)
-        cols = rng.integers(0, w - side + 1, size=n)
-        # Index arrays that cut each image's own square: windows are (n, c, side, side).
-        offsets = np.arange(side)
-        window = (np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
-                  (rows[:, None] + offsets)[:, None, :, None], (cols[:, None] + offsets)[:, None, None, :])
+    def _draw_squares(self, best: np.ndarray, images: np.ndarray, active: np.ndarray, side: int,
+                      rng: np.random.Generator) -> Squares:
+        """One square of ``side`` per image of ``active`` at a uniformly random position (the last row and column
+        included) set to x ± ε/255 (one sign per channel, or one for all channels with colour grey), clipped to
+        [0, 1], its colour redrawn until the square changes the best image (at most MAX_REDRAWS draws; a square
+        still unchanged then takes the opposite colour, which differs in every channel). ``best`` and ``images``:
+        all of the run's (N, C, H, W); outside its square a candidate is its best image, already in the ball."""
+        n, c = active.size, images.shape[1]
+        squares = Squares(rng.integers(0, images.shape[2] - side + 1, size=n),
+                          rng.integers(0, images.shape[3] - side + 1, size=n), side, c, np.empty(0, np.float32))
+        window = squares.window(active, slice(None))
         clean, current = images[window], best[window]
-        squares = np.empty_like(clean)
+        values = np.empty_like(clean)
         redraw = np.arange(n)
         channels = 1 if self.config.colour == "grey" else c
         for _ in range(MAX_REDRAWS):
             signs = _signed(self.config.radius, rng, (redraw.size, channels, 1, 1))  # one colour per image
             # x ± ε lies on the ε-ball's boundary already: only [0, 1] can cut it.
-            squares[redraw] = np.clip(clean[redraw] + signs, 0, 1)
-            unchanged = np.all(np.abs(squares[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
+            values[redraw] = np.clip(clean[redraw] + signs, 0, 1)
+            unchanged = np.all(np.abs(values[redraw] - current[redraw]) < _UNCHANGED, axis=(1, 2, 3))
             redraw = redraw[unchanged]
             if not redraw.size:
                 break
         else:
-            squares[redraw] = np.clip(clean[redraw] - signs[unchanged], 0, 1)
-        best[window] = squares
+            values[redraw] = np.clip(clean[redraw] - signs[unchanged], 0, 1)
+        squares.values = values
+        return squares
+
+
+@dataclass
+class Squares:
+    """One square per candidate: its top row and left column (n,), its side, the image's channels, and its
+    values float32 (n, C, side, side)."""
+
+    top: np.ndarray
+    left: np.ndarray
+    side: int
+    channels: int
+    values: np.ndarray
+
+    def window(self, images: np.ndarray, which: slice | np.ndarray) -> tuple[np.ndarray, ...]:
+        """Index arrays that cut the squares ``which`` (a slice or mask of the candidates) out of the images
+        ``images`` (their indices in the array indexed, one per square): (m, C, side, side) windows."""
+        offsets = np.arange(self.side)
+        return (np.asarray(images)[:, None, None, None], np.arange(self.channels)[None, :, None, None],
+                (self.top[which][:, None] + offsets)[:, None, :, None],
+                (self.left[which][:, None] + offsets)[:, None, None, :])

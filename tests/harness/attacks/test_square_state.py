@@ -173,9 +173,11 @@ def _adversarial_pixels(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("side", [1, 3, 7])
 def test_at_the_smallest_eps_every_candidate_square_changes_its_image(seed, side):
     images, best = _adversarial_pixels(seed)
+    every = np.arange(len(images))
+    squares = SquareAttack(SquareConfig(eps=MIN_EPS, queries=10))._draw_squares(best, images, every, side,
+                                                                                np.random.default_rng(seed))
     candidates = best.copy()
-    SquareAttack(SquareConfig(eps=MIN_EPS, queries=10))._place_squares(candidates, images, side,
-                                                                        np.random.default_rng(seed))
+    candidates[squares.window(every, slice(None))] = squares.values
     moved = np.abs(candidates - best).reshape(len(images), -1).max(axis=1)
     assert np.all(moved >= _UNCHANGED)
     assert np.all(np.abs(candidates.astype(np.float64) - images) <= MIN_EPS / 255 + 1e-7)
@@ -218,7 +220,9 @@ def test_the_redraw_stops_after_max_redraws_and_takes_the_opposite_colour(alarm)
     images = np.zeros((5, 3, 6, 6), dtype=np.float32)  # 0 + eps/255 moves a pixel by 4e-9 < _UNCHANGED
     candidates = images.copy()
     side, rng, twin = 3, np.random.default_rng(4), np.random.default_rng(4)
-    _unvalidated(config)._place_squares(candidates, images, side, rng)
+    every = np.arange(len(images))
+    squares = _unvalidated(config)._draw_squares(candidates, images, every, side, rng)
+    candidates[squares.window(every, slice(None))] = squares.values
     rows, cols = twin.integers(0, 4, size=5), twin.integers(0, 4, size=5)
     for _ in range(MAX_REDRAWS):
         signs = _signed(config.radius, twin, (5, 3, 1, 1))
