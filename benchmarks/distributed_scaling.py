@@ -69,8 +69,8 @@ def _run(argv: list[str], ranks: int, cache: Path, out: Path) -> float:
                           text=True, timeout=COMMAND_TIMEOUT_S)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} on {ranks} rank(s) failed ({done.returncode}): "
-                         f"{done.stderr.strip().splitlines()[-1:] or done.stdout[-300:]}")
+        lines = done.stderr.strip().splitlines() or [done.stdout[-300:]]
+        raise SystemExit(f"error: {' '.join(argv)} on {ranks} rank(s) failed ({done.returncode}): {lines[-1]}")
     return seconds
 
 
@@ -105,9 +105,13 @@ def main() -> int:
         sizes = {row: args.image_size or ROW_IMAGE_SIZES[row] for row in args.rows}
         for px in sorted(set(sizes.values())):
             print(f"training {MODEL} (reduced, 1 epoch on 200 scenes of {px} px) into a temporary cache", flush=True)
-            subprocess.run([_python(), "-m", "harness", "train", "--model", MODEL, "--epochs", "1", "--n-train",
-                            "200", "--image-size", str(px)], env=_env(cache), cwd=ROOT, check=True,
-                           capture_output=True, timeout=COMMAND_TIMEOUT_S)
+            trained = subprocess.run([_python(), "-m", "harness", "train", "--model", MODEL, "--epochs", "1",
+                                      "--n-train", "200", "--image-size", str(px)], env=_env(cache), cwd=ROOT,
+                                     capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+            if trained.returncode != 0:
+                lines = trained.stderr.strip().splitlines() or ["(no message)"]
+                print(f"error: training at {px} px failed: {lines[-1]}", file=sys.stderr)
+                return 2
         rows = []
         for row in args.rows:
             command, fixed_command = ([*argv, "--image-size", str(sizes[row])] for argv in ROWS[row])

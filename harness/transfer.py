@@ -254,10 +254,10 @@ def adversarial_examples(source_name: str, loaded: LoadedModel, data: Segmentati
     evaluation = evaluate_attack(model, data, attack, settings.batch_size, settings.seed, settings.device,
                                  keep_adversarial=True, on_batch=advance)
     assert evaluation.adversarial is not None
-    save_adversarial(path, evaluation.adversarial, data.labels, list(data.ids), provenance)
-    distributed.barrier()  # rank 0 wrote it: every rank reads it once it is there
-    # Read back: fresh and reused examples are then the same thing, with the stored hash in the provenance.
-    examples = load_adversarial(path)
+    # What was written, as a reused file reads back (the stored hash in its provenance); every rank holds it, so
+    # none reads rank 0's file (a cache per node has no such file on the other nodes).
+    examples = save_adversarial(path, evaluation.adversarial, data.labels, list(data.ids), provenance)
+    distributed.barrier()  # later looks at the cache see rank 0's file on every rank that shares it
     return ExampleSet(source_name, attack, examples, path, reused=False, seconds=evaluation.attack_seconds)
 
 

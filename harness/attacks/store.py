@@ -44,8 +44,9 @@ def images_sha256(images: np.ndarray) -> str:
 
 
 def save_adversarial(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, ids: list[str],
-                     provenance: dict[str, Any]) -> Path:
-    """Write the examples atomically; ``provenance`` must be JSON-serialisable. Returns the path."""
+                     provenance: dict[str, Any]) -> AdversarialSet:
+    """Write the examples atomically; ``provenance`` must be JSON-serialisable. Returns what was written, as
+    :func:`load_adversarial` reads it back (its provenance with the format, the version, the date and the hash)."""
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3:
@@ -56,10 +57,11 @@ def save_adversarial(path: str | os.PathLike, images: np.ndarray, labels: np.nda
            "created": datetime.now(UTC).isoformat(timespec="seconds"), **provenance,
            "n_images": len(images), "images_sha256": images_sha256(images)}
     path = Path(path)
+    text = json.dumps(doc)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, labels=labels.astype(np.uint8), ids=np.array(ids, dtype=str),
-                 provenance=np.array(json.dumps(doc)))
-    return path
+                 provenance=np.array(text))
+    return AdversarialSet(images, labels.astype(np.uint8), [str(i) for i in ids], json.loads(text))
 
 
 def load_adversarial(path: str | os.PathLike) -> AdversarialSet:

@@ -176,4 +176,6 @@ def save_examples(directory: str, target: Target, source: dict[str, Any], data: 
                   "checkpoint_sha256": source["sha256"], "data": data.describe(), "torch": torch.__version__}
     if target.kind != "builtin":
         provenance["target"] = target.describe()
-    return save_adversarial(Path(directory) / name, evaluation.adversarial, data.labels, data.ids, provenance)
+    path = Path(directory) / name
+    save_adversarial(path, evaluation.adversarial, data.labels, data.ids, provenance)
+    return path

@@ -126,9 +126,8 @@ def worst_case_examples(name: str, loaded: LoadedModel, engine: Engine, data: Se
     stored = _stored(path)
     if not distributed.everywhere(stored is not None and provenance_matches(stored, provenance, data)
                                   and np.array_equal(stored.images, images)):
-        save_adversarial(path, images, data.labels, list(data.ids), provenance)
-        distributed.barrier()  # rank 0 wrote it: every rank reads it once it is there
-        stored = load_adversarial(path)
+        stored = save_adversarial(path, images, data.labels, list(data.ids), provenance)
+        distributed.barrier()  # later looks at the cache see rank 0's file on every rank that shares it
     example_set = ExampleSet(name, attack, stored, path, reused, sum(s.seconds for s in member_sets))
     return example_set, worst
 

@@ -17,8 +17,13 @@ def test_round_trip_is_exact_and_keeps_provenance(tmp_path):
     images, labels, ids = _examples()
     provenance = {"attack": "pgd", "params": {"eps": 8.0, "steps": 20, "alpha": 1.0}, "seed": 0,
                   "source_model": "fcn8s-vgg16", "checkpoint_sha256": "ab" * 32}
-    path = save_adversarial(tmp_path / "sub" / "adv.npz", images, labels, ids, provenance)
+    path = tmp_path / "sub" / "adv.npz"
+    written = save_adversarial(path, images, labels, ids, provenance)
     loaded = load_adversarial(path)
+    # What save returns is what load reads back: the ranks of a torchrun job use it without reading rank 0's file.
+    assert np.array_equal(written.images, loaded.images) and np.array_equal(written.labels, loaded.labels)
+    assert written.labels.dtype == loaded.labels.dtype and written.ids == loaded.ids
+    assert written.provenance == loaded.provenance
     assert loaded.images.dtype == np.float32 and np.array_equal(loaded.images.view(np.uint32), images.view(np.uint32))
     assert np.array_equal(loaded.labels, labels) and loaded.ids == ids
     assert loaded.provenance["format"] == FORMAT and loaded.provenance["n_images"] == 3
@@ -39,7 +44,8 @@ def test_missing_corrupt_foreign_and_damaged_files_are_errors(tmp_path):
     with pytest.raises(HarnessError, match="not a readable"):
         load_adversarial(foreign)
     images, labels, ids = _examples()
-    path = save_adversarial(tmp_path / "adv.npz", images, labels, ids, {})
+    path = tmp_path / "adv.npz"
+    save_adversarial(path, images, labels, ids, {})
     with np.load(path) as z:
         arrays = dict(z)
     arrays["images"] = arrays["images"] + np.float32(1e-7)  # one ulp-scale change is caught

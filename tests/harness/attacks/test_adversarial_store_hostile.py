@@ -15,7 +15,9 @@ def saved(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((2, 3, 8, 8), dtype=np.float32)
     labels = rng.integers(0, 7, (2, 8, 8)).astype(np.uint8)
-    return save_adversarial(tmp_path / "adv.npz", images, labels, ["a", "b"], {"attack": "pgd"})
+    path = tmp_path / "adv.npz"
+    save_adversarial(path, images, labels, ["a", "b"], {"attack": "pgd"})
+    return path
 
 
 def rewrite(path, **changes):
