@@ -171,6 +171,12 @@ def shard(count: int, place: World | None = None) -> range:
     return range(place.rank * count // place.size, (place.rank + 1) * count // place.size)
 
 
+def shards(count: int) -> list[range]:
+    """Every rank's block of ``count`` items (:func:`shard`), in rank order: what each rank takes, known to all."""
+    place = world()
+    return [shard(count, World(rank, place.size)) for rank in range(place.size)]
+
+
 def batches(count: int, batch_size: int) -> list[tuple[int, slice]]:
     """(global batch index, item slice) of this rank's batches: the batches of ``batch_size`` consecutive items
     one process makes of ``count`` items (the last may be smaller), dealt out by :func:`shard`."""
@@ -209,11 +215,6 @@ def gather(obj: Any) -> list[Any]:
     return gathered
 
 
-def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Arrays gathered from the ranks joined along the first axis (empty shards included)."""
-    return np.concatenate([np.asarray(p) for p in parts], axis=0)
-
-
 def gather_known_rows(mine: np.ndarray | None, counts: Sequence[int], row_shape: tuple[int, ...],
                       dtype: np.dtype | type) -> np.ndarray:
     """Every rank's rows joined in rank order, when every rank knows how many rows each sends (``counts``, one per
@@ -234,15 +235,9 @@ def gather_known_rows(mine: np.ndarray | None, counts: Sequence[int], row_shape:
     return np.concatenate([t.numpy()[:count] for t, count in zip(received, counts, strict=True)])
 
 
-def shard_sizes(count: int) -> list[int]:
-    """How many of ``count`` items each rank takes (:func:`shard`), in rank order: known to every rank."""
-    place = world()
-    return [len(shard(count, World(rank, place.size))) for rank in range(place.size)]
-
-
 def gather_rows(array: np.ndarray) -> np.ndarray:
     """Each rank's rows (its shard, in rank order) joined into the whole array, on every rank."""
-    return array if world().size == 1 else concatenate(gather(array))
+    return array if world().size == 1 else np.concatenate(gather(array), axis=0)
 
 
 def everywhere(flag: bool) -> bool:

@@ -48,16 +48,14 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     from harness import distributed  # imports torch: fileio itself stays light for the modules that need only it
 
     target = Path(target)
-    if not distributed.writes_here():
-        with _discarded(target) as tmp_path:
-            yield tmp_path
-        return
     tmp_path: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(target)
         tmp_path, mode = _new_temp_file(target)
         yield tmp_path
+        if not distributed.writes_here():
+            return  # the temporary file is removed below
         if target.exists():
             mode = target.stat().st_mode & 0o7777
         tmp_path.chmod(mode)  # the writer may have replaced the file, so set it again
@@ -68,18 +66,6 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if tmp_path is not None:
             with contextlib.suppress(OSError):
                 tmp_path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _discarded(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target`` that is removed, never renamed: a write that must not land."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path, _ = _new_temp_file(target)
-    try:
-        yield tmp_path
-    finally:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

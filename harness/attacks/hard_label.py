@@ -185,9 +185,8 @@ class HardLabelAttack(BlackBoxAttack[HardLabelConfig, HardLabelState]):
     def _predict(self, engine: ClassMapEngine, clean: np.ndarray, signs: np.ndarray, oracle: Oracle,
                  rows: np.ndarray | None) -> tuple[Answers, float]:
         """The engine's class maps uint8 (n, H, W) of the candidates ``perturbed(clean, signs)`` (the run's images
-        ``rows``; None: all), their
-        correct-pixel counts (``small``), the seconds taken (under torchrun each rank asks about its slice:
-        sharded_query)."""
+        ``rows``; None: all), their correct-pixel counts (``small``) and the seconds taken (under torchrun each rank
+        builds and asks about its slice only: sharded_query)."""
         radius = self.config.radius
         return sharded_query(lambda batch, part_rows: self._class_maps(engine, batch, oracle, part_rows),
                              lambda part: perturbed(clean[part], signs[part], radius), len(clean), rows, (np.int64,),

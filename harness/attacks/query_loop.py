@@ -166,15 +166,9 @@ class Answers:
         if distributed.world().size == 1:
             assert self._maps is not None
             return self._maps[selected]
-        counts = [int(selected[part.start:part.stop].sum()) for part in _parts(len(selected))]
+        counts = [int(selected[part.start:part.stop].sum()) for part in distributed.shards(len(selected))]
         mine = self._maps[selected[self._part.start:self._part.stop]] if self._maps is not None else None
         return distributed.gather_known_rows(mine, counts, self._map_shape, np.uint8)
-
-
-def _parts(count: int) -> list[range]:
-    """Every rank's slice of ``count`` candidates (``distributed.shard``), in rank order."""
-    place = distributed.world()
-    return [distributed.shard(count, distributed.World(rank, place.size)) for rank in range(place.size)]
 
 
 Ask = Callable[[np.ndarray, np.ndarray], tuple[tuple[np.ndarray, ...], np.ndarray, float]]
@@ -202,7 +196,7 @@ def sharded_query(ask: Ask, candidates: Callable[[slice], np.ndarray], count: in
     small, maps, seconds = ask(candidates(mine), rows[mine]) if len(part) else (None, None, 0.0)
     table = distributed.gather_known_rows(
         np.stack([np.asarray(a, np.float64) for a in small], axis=1) if small is not None else None,
-        [len(p) for p in _parts(count)], (len(small_dtypes),), np.float64)
+        [len(p) for p in distributed.shards(count)], (len(small_dtypes),), np.float64)
     gathered = tuple(table[:, i].astype(dtype) for i, dtype in enumerate(small_dtypes))
     return Answers(gathered, maps, part, map_shape), seconds
 

@@ -315,9 +315,9 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
         still unchanged then takes the opposite colour, which differs in every channel). ``best`` and ``images``:
         all of the run's (N, C, H, W); outside its square a candidate is its best image, already in the ball."""
         n, c = active.size, images.shape[1]
-        squares = Squares(rng.integers(0, images.shape[2] - side + 1, size=n),
-                          rng.integers(0, images.shape[3] - side + 1, size=n), side, c, np.empty(0, np.float32))
-        window = squares.window(active, slice(None))
+        top = rng.integers(0, images.shape[2] - side + 1, size=n)
+        left = rng.integers(0, images.shape[3] - side + 1, size=n)
+        window = square_window(active, top, left, side, c)
         clean, current = images[window], best[window]
         values = np.empty_like(clean)
         redraw = np.arange(n)
@@ -332,8 +332,7 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
                 break
         else:
             values[redraw] = np.clip(clean[redraw] - signs[unchanged], 0, 1)
-        squares.values = values
-        return squares
+        return Squares(top, left, side, c, values)
 
 
 @dataclass
@@ -348,9 +347,15 @@ class Squares:
     values: np.ndarray
 
     def window(self, images: np.ndarray, which: slice | np.ndarray) -> tuple[np.ndarray, ...]:
-        """Index arrays that cut the squares ``which`` (a slice or mask of the candidates) out of the images
-        ``images`` (their indices in the array indexed, one per square): (m, C, side, side) windows."""
-        offsets = np.arange(self.side)
-        return (np.asarray(images)[:, None, None, None], np.arange(self.channels)[None, :, None, None],
-                (self.top[which][:, None] + offsets)[:, None, :, None],
-                (self.left[which][:, None] + offsets)[:, None, None, :])
+        """:func:`square_window` of the squares ``which`` (a slice or mask of the candidates) in the images
+        ``images`` (their indices in the array indexed, one per square)."""
+        return square_window(images, self.top[which], self.left[which], self.side, self.channels)
+
+
+def square_window(images: np.ndarray, top: np.ndarray, left: np.ndarray, side: int,
+                  channels: int) -> tuple[np.ndarray, ...]:
+    """Index arrays that cut a square of ``side`` at (``top``, ``left``) out of each image ``images`` (indices into
+    the array indexed) in every channel: the windows are (m, channels, side, side)."""
+    offsets = np.arange(side)
+    return (np.asarray(images)[:, None, None, None], np.arange(channels)[None, :, None, None],
+            (top[:, None] + offsets)[:, None, :, None], (left[:, None] + offsets)[:, None, None, :])
