@@ -2,7 +2,7 @@
 
 For each model (the cached checkpoints that ``train`` writes; the test cache's briefly trained ones with
 HARNESS_CACHE=...), on the first N validation images at ε 8/255 and S iterations: PGD-S, each new single attack
-(APGD with the ce, mce, bmce and js losses, SegPGD, CosPGD) and ``sea`` (run as the attack itself, then checked
+(APGD with the ce, mce, bmce, js and msph losses, SegPGD, CosPGD) and ``sea`` (run as the attack itself, then checked
 image by image against its members run alone). Then the same on an adversarially trained model (trained here with
 ``train --adversarial``'s code, or reused from the cache). Prints a table with the time per attack, writes JSON,
 and checks the targets:
@@ -42,7 +42,7 @@ from harness.training import TrainConfig, parse_adversarial, train_and_save
 from reports.results import environment
 from reports.tables import ReadableTable
 
-SINGLE = ("apgd-ce", "apgd-mce", "apgd-bmce", "apgd-js", "segpgd", "cospgd")
+SINGLE = ("apgd-ce", "apgd-mce", "apgd-bmce", "apgd-js", "apgd-msph", "segpgd", "cospgd")
 SINGLE_TARGET = 5.0  # points below PGD
 SEA_TARGET = 8.0
 DEFENDED_TARGET = 5.0

@@ -1,4 +1,4 @@
-"""Independent implementations of APGD (ce, mce), SegPGD and CosPGD, and their comparison with the harness's.
+"""Independent implementations of APGD (ce, mce, msph), SegPGD and CosPGD, and their comparison with the harness's.
 
 Issue 14's last acceptance line: the harness's numbers are compared with independent implementations of these
 attacks on the same models; a gap of more than 2 points at equal budget needs an explanation. The attacks below
@@ -25,7 +25,9 @@ Choices where a paper leaves a detail open (each the paper's reference default w
 - Losses (Croce, Singh & Hein 2024, SEA): ``ce``: pixel cross entropy averaged over the image's labelled pixels;
   ``mce``: the cross entropy of the pixels the current iterate still classifies correctly (the mask is not
   differentiated), summed and divided by the count of labelled pixels (a constant per image, so neither the sign
-  step nor the schedule's comparisons depend on it).
+  step nor the schedule's comparisons depend on it); ``msph``: SEA's masked spherical loss, the label's logit
+  after the logit vector is scaled to unit L2 length, negated, at the still-correct pixels (mask not
+  differentiated, the scaling differentiated), summed and divided by the count of labelled pixels.
 - SegPGD (Gu et al. 2022): at step t = 1..T the loss is ((1 - λ(t))·Σ_correct CE + λ(t)·Σ_wrong CE) / labelled
   pixels with λ(t) = (t - 1) / (2T) and correct/wrong from the current prediction (not differentiated); step
   α = 0.01 (about 2.55/255; the step recalled from SegPGD's and CosPGD's segmentation experiments at ε = 8/255,
@@ -83,7 +85,7 @@ APGD_MOMENTUM = 0.75
 APGD_RHO = 0.75
 PAPER_ALPHA = 0.01  # SegPGD's and CosPGD's step at eps 8/255, [0, 1] units
 GAP_POINTS = 2.0
-ATTACKS = ("apgd-ce", "apgd-mce", "segpgd", "cospgd")
+ATTACKS = ("apgd-ce", "apgd-mce", "apgd-msph", "segpgd", "cospgd")
 DIAGNOSTIC = "apgd-mce/f=-correct"  # the independent APGD-mCE with the harness's schedule, to explain a gap
 MODELS = ("fcn-resnet50", "fcn8s-vgg16")
 
@@ -166,6 +168,14 @@ def masked_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return _image_mean(_pixel_ce(logits, labels) * still_correct, labels)
 
 
+def masked_spherical_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SEA's masked spherical loss: minus the unit-length logit vector's label entry, still-correct pixels only."""
+    unit = F.normalize(logits, p=2, dim=1)
+    label_entry = unit.gather(1, _class_indices(labels).unsqueeze(1)).squeeze(1)
+    still_correct = _correct(logits.detach(), labels)
+    return _image_mean(-label_entry * still_correct, labels)
+
+
 def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, t: int, total: int) -> torch.Tensor:
     """SegPGD at step t of ``total`` (1-based): (1-λ) on correct, λ on wrong pixels, λ = (t-1)/(2·total)."""
     lam = (t - 1) / (2 * total)
@@ -202,13 +212,13 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int, seed: int,
          loss: str = "ce", schedule: str = "loss") -> torch.Tensor:
-    """APGD (Algorithm 1) with SEA's ``ce`` or ``mce`` loss; returns each image's iterate with fewest correct.
+    """APGD (Algorithm 1) with SEA's ``ce``, ``mce`` or ``msph`` loss; returns each image's iterate with fewest correct.
 
     ``schedule``: the f of the step-size conditions and of the restart point x_max: ``loss`` (the paper's and
     SEA's code: the attacked loss itself) or ``correct`` (minus the count of correct labelled pixels, the
     harness's choice for its masked losses; here only to explain the gap it makes).
     """
-    loss_fn = {"ce": ce_loss, "mce": masked_ce_loss}[loss]
+    loss_fn = {"ce": ce_loss, "mce": masked_ce_loss, "msph": masked_spherical_loss}[loss]
     if schedule not in ("loss", "correct"):
         raise ValueError(f"schedule must be loss or correct, got {schedule!r}")
 
@@ -263,6 +273,11 @@ def apgd_mce(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: 
     return apgd(model, images, labels, eps, steps, seed, "mce")
 
 
+def apgd_msph(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int,
+              seed: int) -> torch.Tensor:
+    return apgd(model, images, labels, eps, steps, seed, "msph")
+
+
 def _signed_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int, seed: int,
                 alpha: float, loss_at: Callable[[int], ImageLoss]) -> torch.Tensor:
     """x_{t} = Π(x_{t-1} + α·sign(∇ loss_at(t))) for t = 1..steps from a random start; the last iterate."""
@@ -294,7 +309,7 @@ def apgd_mce_correct_schedule(model: nn.Module, images: torch.Tensor, labels: to
 
 
 INDEPENDENT: dict[str, Callable[..., torch.Tensor]] = {"apgd-ce": apgd_ce, "apgd-mce": apgd_mce,
-                                                        "segpgd": segpgd, "cospgd": cospgd,
+                                                        "apgd-msph": apgd_msph, "segpgd": segpgd, "cospgd": cospgd,
                                                         DIAGNOSTIC: apgd_mce_correct_schedule}
 # The harness attack each row is compared with (the diagnostic row: the harness's plain apgd-mce).
 HARNESS_NAME = {**{name: name for name in ATTACKS}, DIAGNOSTIC: "apgd-mce"}

@@ -31,8 +31,8 @@ _PGD_LIKE = ("mifgsm", "pgd", "segpgd", "cospgd")
 _STEP_SIZE_FREE = (*APGD_ATTACKS, "sea")  # APGD adapts its own step size
 
 ATTACK_NAMES_HELP = ("fgsm, mifgsm[-best][-N], pgd[-best][-N], segpgd[-best][-N], cospgd[-best][-N], "
-                     "apgd-{ce,mce,bmce,js}[-red][-N], sea[-N], or a worst case of several joined by + "
-                     "(apgd-mce-100+pgd-100)")
+                     f"apgd-{{{','.join(SEGMENTATION_LOSSES)}}}[-red][-N], sea[-N], or a worst case of several "
+                     "joined by + (apgd-mce-100+pgd-100)")
 
 __all__ = ["APGD", "ATTACK_NAMES_HELP", "FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack", "AttackResult",
            "CosPGD", "SegPGD", "WorstCase", "WorstCaseResult", "attacks_from_names", "default_pgd_alpha",
@@ -50,7 +50,7 @@ class AttackName:
     keep_best: bool
 
 
-_NAME = re.compile(r"(?P<base>fgsm|mifgsm|pgd|segpgd|cospgd|apgd-(?:ce|mce|bmce|js)|sea)"
+_NAME = re.compile(rf"(?P<base>fgsm|mifgsm|pgd|segpgd|cospgd|apgd-(?:{'|'.join(SEGMENTATION_LOSSES)})|sea)"
                    r"(?P<red>-red)?(?P<best>-best)?(?:-?(?P<steps>\d+))?")
 
 
@@ -128,8 +128,8 @@ def attacks_from_names(names: Sequence[str], eps: float, option: str, what: str 
 
     Names (N: steps): fgsm; mifgsm[-best][-N], pgd[-best][-N], segpgd[-best][-N], cospgd[-best][-N] (default
     20; ``-best``: keep the iterate with the fewest correct pixels); apgd-LOSS[-red][-N] with LOSS one of ce,
-    mce, bmce, js (default 100; ``-red``: SEA's reduced-ε schedule); sea[-N] (the worst case of
-    apgd-{ce,mce,bmce,js}-N, default 100); ``A+B+...``: the per-image worst case of those attacks. A label
+    mce, bmce, js, msph (default 100; ``-red``: SEA's reduced-ε schedule); sea[-N] (the worst case of
+    apgd-{ce,mce,bmce,js,msph}-N, default 100); ``A+B+...``: the per-image worst case of those attacks. A label
     (``pgd-best-100``) names its attack again.
     HarnessError naming ``option`` on an unknown name, a step count outside 1..MAX_STEPS, or when two names
     mean the same attack.

@@ -14,6 +14,9 @@ not re-checked here (``Attack.__call__`` checks them once).
   labelled pixels of class c: masked CE with each class weighted equally (small classes count, as in mIoU).
 - ``js``: (1/n) Σᵢ JS(softmax(zᵢ) ‖ e_{yᵢ}) in nats; it is bounded by ln 2 and flat once a pixel is wrong,
   so it masks by itself. With p = p_y: JS = ln 2 + ½ (p ln p − (1 + p) ln(1 + p)).
+- ``msph``: (1/n) Σᵢ 1[correct] (−z_{yᵢ} / ‖zᵢ‖₂): the label's logit on the unit sphere, pushed down at the
+  still-correct pixels (SEA's masked spherical loss). Scale-free, so one over-confident pixel cannot dominate the
+  gradient as its cross entropy does; the gradient flows through the normalisation.
 - SegPGD (Gu et al. 2022): (1/n) [(1 − λ) Σ_correct CEᵢ + λ Σ_wrong CEᵢ], λ(t) = (t − 1) / (2T), t = 1..T.
 - CosPGD (Agnihotri et al. 2023): (1/n) Σᵢ cos(softmax(zᵢ), e_{yᵢ}) CEᵢ, cos = p_y / ‖softmax(zᵢ)‖₂.
 """
@@ -78,7 +81,17 @@ def js(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return divergence.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
 
 
-SEGMENTATION_LOSSES: dict[str, PixelLoss] = {"ce": ce, "mce": mce, "bmce": bmce, "js": js}
+def msph(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked spherical loss: minus the label's L2-normalised logit at still-correct pixels, over the image's
+    labelled-pixel count; in [-1, 1]. A pixel whose logits are all 0 counts 0."""
+    valid = labels != IGNORE_INDEX
+    label_logit = logits.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
+    cosine = label_logit / logits.norm(dim=1).clamp(min=1e-12)
+    value = torch.where(correct_mask(logits, labels), -cosine, 0.0)
+    return value.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+
+
+SEGMENTATION_LOSSES: dict[str, PixelLoss] = {"ce": ce, "mce": mce, "bmce": bmce, "js": js, "msph": msph}
 
 
 def segpgd_lambda(step: int, steps: int) -> float:

@@ -40,7 +40,7 @@ from harness.targets.target import Target, builtin_target, torch_model
 from reports.results import make_record
 
 ATTACK_NAME_PATTERNS = ("fgsm", "mifgsm[-best][-N]", "pgd[-best][-N]", "segpgd[-best][-N]", "cospgd[-best][-N]",
-                        "apgd-{ce,mce,bmce,js}[-red][-N]", "sea[-N]", "A+B (the worst case of several)")
+                        "apgd-{ce,mce,bmce,js,msph}[-red][-N]", "sea[-N]", "A+B (the worst case of several)")
 MAX_ATTACK_NAME = 200  # characters of one --attack value (a worst case of several names included)
 
 

@@ -158,7 +158,7 @@ def test_parameters_and_errors():
     assert APGD(4, 50, "js", reduced_eps=True).label == "apgd-js-red-50"
     assert APGD().params() == {"eps": 8.0, "steps": 100, "loss": "ce", "reduced_eps": False,
                                "momentum": 0.75, "rho": 0.75}
-    with pytest.raises(HarnessError, match="unknown apgd loss 'dlr'; choose from: ce, mce, bmce, js"):
+    with pytest.raises(HarnessError, match="unknown apgd loss 'dlr'; choose from: ce, mce, bmce, js, msph"):
         APGD(8, 10, "dlr")
     with pytest.raises(HarnessError, match="steps must be"):
         APGD(8, 0)

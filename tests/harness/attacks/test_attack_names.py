@@ -39,7 +39,7 @@ def test_a_records_column_is_the_attacks_label(name):
 def test_unknown_names(name):
     with pytest.raises(HarnessError, match=f"unknown column '{name}' in --columns; use fgsm, mifgsm") as info:
         attacks_from_names([name], 8, "--columns", "column")
-    assert "apgd-{ce,mce,bmce,js}[-red][-N]" in str(info.value) and "sea[-N]" in str(info.value)
+    assert "apgd-{ce,mce,bmce,js,msph}[-red][-N]" in str(info.value) and "sea[-N]" in str(info.value)
     assert parse_attack_name(name) is None
 
 

@@ -19,6 +19,7 @@ from harness.attacks.losses import (
     cospgd_loss,
     js,
     mce,
+    msph,
     segpgd_lambda,
     segpgd_loss,
 )
@@ -64,7 +65,9 @@ def test_masks_and_counts_by_hand():
     (js, sum(_js_by_definition(p) for p in P_LABEL) / 3),
     (cospgd_loss, sum(p / math.hypot(p, 1 - p) * c for p, c in zip(P_LABEL, (CE_RIGHT0, CE_WRONG, CE_RIGHT1),
                                                                    strict=True)) / 3),
-], ids=["ce", "mce", "bmce", "js", "cospgd"])
+    # Only the two right pixels count: minus the label's logit over the logit vector's length, over 3.
+    (msph, -(2.0 / math.hypot(2.0, 0.0) + 3.0 / math.hypot(0.0, 3.0)) / 3),
+], ids=["ce", "mce", "bmce", "js", "cospgd", "msph"])
 def test_values_by_hand(loss, expected):
     value = loss(LOGITS, LABELS)
     assert value.shape == (1,)
@@ -136,7 +139,32 @@ def test_an_image_without_labelled_pixels_has_zero_loss_and_gradient(name):
     assert torch.isfinite(grad).all()
 
 
-@pytest.mark.parametrize("name", ["mce", "bmce"])
+def test_msph_by_hand_off_the_axes():
+    # Logits (3, 4) and (1, -1, 2) at one right pixel each; the label's logit over the vector's length.
+    two = torch.tensor([[[[3.0]], [[4.0]]]])
+    assert msph(two, torch.tensor([[[1]]])).item() == pytest.approx(-4 / 5, rel=1e-6)
+    assert msph(two, torch.tensor([[[0]]])).item() == 0.0  # wrong: masked out
+    three = torch.tensor([[[[1.0]], [[-1.0]], [[2.0]]]])
+    assert msph(three, torch.tensor([[[2]]])).item() == pytest.approx(-2 / math.sqrt(6), rel=1e-6)
+    # Scale-free: the same direction, any length, the same value.
+    assert msph(100 * three, torch.tensor([[[2]]])).item() == pytest.approx(-2 / math.sqrt(6), rel=1e-6)
+
+
+def test_msph_gradient_flows_through_the_normalisation():
+    # d/dz of -z_y/‖z‖ at z = (3, 4), y = 1: -(e_y ‖z‖² − z_y z) / ‖z‖³ = -(-12, 9) / 125.
+    logits = torch.tensor([[[[3.0]], [[4.0]]]], requires_grad=True)
+    (grad,) = torch.autograd.grad(msph(logits, torch.tensor([[[1]]])).sum(), logits)
+    torch.testing.assert_close(grad.flatten(), torch.tensor([12 / 125, -9 / 125]))
+
+
+def test_msph_of_all_zero_logits_is_finite():
+    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    value = msph(logits, torch.zeros(1, 2, 2, dtype=torch.int64))  # argmax 0 = label: right, but no direction
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    assert value.item() == 0.0 and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", ["mce", "bmce", "msph"])
 def test_masked_losses_do_not_push_wrong_pixels(name):
     logits, labels = _batch()
     logits.requires_grad_(True)

@@ -58,8 +58,9 @@ def test_sea_preset():
     attack = sea()
     assert attack.label == "sea" and sea(8, 50).label == "sea-50"
     assert [m.label for m in attack.members] == [f"apgd-{loss}-100" for loss in SEA_LOSSES]
-    assert attack.params() == {"eps": 8.0, "members": "apgd-ce-100+apgd-mce-100+apgd-bmce-100+apgd-js-100"}
-    assert attack.iterations == 400 and sea(4).eps == 4.0
+    assert attack.params() == {"eps": 8.0,
+                               "members": "apgd-ce-100+apgd-mce-100+apgd-bmce-100+apgd-js-100+apgd-msph-100"}
+    assert attack.iterations == 100 * len(SEA_LOSSES) == 500 and sea(4).eps == 4.0
     assert WorstCase([PGD(8, 2), APGD(8, 3, "js", reduced_eps=True)]).label == "pgd-2+apgd-js-red-3"
 
 
