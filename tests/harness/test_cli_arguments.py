@@ -180,27 +180,19 @@ def test_no_command_is_a_one_line_usage_error_on_stderr():
 
 
 def test_ctrl_c_while_torch_is_imported_is_one_line_and_exit_130():
-    complete = _harness("models")
-    assert complete.returncode == 0 and complete.stdout
-    interrupted = 0
-    for _ in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "harness", "models"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        maps = Path(f"/proc/{proc.pid}/maps")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "libtorch" not in maps.read_text():
-            time.sleep(0.005)  # wait until the import of torch has started loading its libraries
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        if proc.returncode == 0 and out == complete.stdout and not err:
-            # On a loaded machine this process may be scheduled too late: the command had finished its work,
-            # and a Ctrl-C while Python shuts down keeps the command's code (harness/__main__.py). Try again.
-            continue
-        assert proc.returncode == 130
-        assert err.strip().splitlines() == ["interrupted"]
-        interrupted += 1
-        break
-    assert interrupted == 1, "the Ctrl-C never arrived before the command finished, in 5 tries"
+    # As a terminal's foreground job: a shell without job control starts background jobs (`cmd &`, nohup) with
+    # SIGINT ignored, which Python and the harness then rightly keep, and pytest under such a job passes that on.
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "libtorch" not in maps.read_text():
+        time.sleep(0.005)  # wait until the import of torch has started loading its libraries
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["interrupted"]
 
 
 def test_an_unexpected_error_deep_inside_is_one_line_and_exit_2_never_1(run_cli, tmp_path):
