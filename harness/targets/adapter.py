@@ -8,7 +8,8 @@ only, so white-box attacks differentiate through it; the numpy wrappers share me
 Model input = ``(pixels01 * scale - mean) / std`` in the card's channel order (grey: ITU-R BT.601
 luminance) and layout, after a bilinear resize to a fixed ``input.size``. A uint8 input is the image rounded
 to the 8-bit grid (a straight-through gradient), so ε stays a distance on the 8-bit image.
-Output kinds become logits: probabilities -> log(clamp(p, 1e-12)); log-probabilities and logits as they are;
+Output kinds become logits: probabilities -> log(clamp(p, 1e-12)) (the model's argmax kept where the float32 log
+ties it); log-probabilities and logits as they are;
 one sigmoid channel p -> [log(1 - p), log(p)] (clamped); one binary logit z -> [0, z]; a class map -> one-hot.
 Scores at a lower (or the fixed) resolution are resized bilinearly to the boundary's size, class maps nearest.
 
@@ -154,7 +155,8 @@ class Adapter:
             if not _sums_to_one(values, class_axis):
                 raise _contradiction("output.kind = probabilities, but they do not sum to 1 over the classes (per-"
                                      "class sigmoids or scores?); set output.kind = logits")
-            x = _log(x.clamp_min(LOG_CLAMP))
+            decision = x.argmax(1, keepdim=True)
+            x = _keep_decision(_log(x.clamp_min(LOG_CLAMP)), decision)
         elif kind == "log_probabilities":
             if hi > RANGE_TOLERANCE:
                 raise _contradiction(f"output.kind = log_probabilities, but values reach {hi:.4g} (log-probabilities "
@@ -365,6 +367,22 @@ def _tracked(x: torch.Tensor) -> bool:
 def _log(x: torch.Tensor) -> torch.Tensor:
     """``log(x)`` of a tensor the adapter made itself: in place unless autograd needs ``x`` for the gradient."""
     return torch.log(x) if _tracked(x) else x.log_()
+
+
+def _keep_decision(logits: torch.Tensor, decision: torch.Tensor) -> torch.Tensor:
+    """``logits`` (N, K, H, W) with the class ``decision`` (N, 1, H, W) strictly on top wherever another class
+    ties with it.
+
+    The float32 log maps probabilities a few ulps apart (0.24999999 and 0.25) to one value, so the argmax of the
+    logits could move to an earlier class than the model's own decision; lifting the decided class's logit by one
+    ulp there keeps it. Elsewhere the logits are unchanged; the gradient passes as if nothing was lifted.
+    """
+    kept = logits.argmax(1, keepdim=True) == decision
+    if bool(kept.all()):
+        return logits
+    top = logits.gather(1, decision)
+    lifted = torch.nextafter(top.detach(), torch.full_like(top, float("inf"))) - top.detach()
+    return logits.scatter(1, decision, torch.where(kept, top, top + lifted))
 
 
 def _sums_to_one(values: torch.Tensor, class_axis: int) -> bool:

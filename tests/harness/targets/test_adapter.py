@@ -224,6 +224,21 @@ def test_float16_scores_come_back_float32():
     assert out.dtype == np.float32 and np.allclose(np.exp(out).sum(1), 1, atol=1e-2)
 
 
+def test_probabilities_an_ulp_apart_keep_the_models_decision():
+    # float32: log(0.24999999) == log(0.25), so without care class 0 would take the decision from class 1.
+    scores = torch.zeros(1, 4, 1, 2)
+    scores[0, 0, 0, 0] = -5.9604645e-08
+    p = torch.softmax(scores, 1)
+    assert p.argmax(1).flatten().tolist() == [1, 0] and p[0, :, 0, 0].log().unique().numel() == 1
+    adapter = Adapter(_card(out={"kind": "probabilities"}))
+    logits = adapter.to_logits(p.clone(), (1, 2))
+    assert logits.argmax(1).flatten().tolist() == [1, 0]
+    torch.testing.assert_close(logits, p.log(), rtol=1e-6, atol=0)  # lifted by one ulp, nothing more
+    tracked = p.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(adapter.to_logits(tracked, (1, 2))[:, 1].sum(), tracked)
+    torch.testing.assert_close(grad[:, 1], 1 / p[:, 1])  # the gradient of the log, as if nothing was lifted
+
+
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float32, (1, 4, 2, 3), elements=st.floats(-20, 20, width=32)))
 def test_every_kind_keeps_the_models_decision(logits):
@@ -231,7 +246,7 @@ def test_every_kind_keeps_the_models_decision(logits):
     t = torch.from_numpy(logits)
     decision = t.argmax(1)
     probabilities = Adapter(_card(out={"kind": "probabilities"})).to_logits(torch.softmax(t, 1), (2, 3))
-    assert torch.equal(torch.softmax(probabilities, 1).argmax(1), torch.softmax(t, 1).argmax(1))
+    assert torch.equal(probabilities.argmax(1), torch.softmax(t, 1).argmax(1))
     log_probabilities = Adapter(_card(out={"kind": "log_probabilities"})).to_logits(torch.log_softmax(t, 1), (2, 3))
     assert torch.equal(log_probabilities.argmax(1), torch.log_softmax(t, 1).argmax(1))
     class_map = Adapter(_card(out={"kind": "class_map", "layout": "NHW"}, num_classes=4)).to_logits(decision, (2, 3))
