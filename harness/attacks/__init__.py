@@ -30,13 +30,13 @@ WHITEBOX_ATTACKS = ("fgsm", "mifgsm", "pgd", *APGD_ATTACKS, "segpgd", "cospgd", 
 _PGD_LIKE = ("mifgsm", "pgd", "segpgd", "cospgd")
 _STEP_SIZE_FREE = (*APGD_ATTACKS, "sea")  # APGD adapts its own step size
 
+APGD_NAME_PATTERN = f"apgd-{{{','.join(SEGMENTATION_LOSSES)}}}[-red][-N]"  # apgd-{ce,mce,...}[-red][-N]
 ATTACK_NAMES_HELP = ("fgsm, mifgsm[-best][-N], pgd[-best][-N], segpgd[-best][-N], cospgd[-best][-N], "
-                     f"apgd-{{{','.join(SEGMENTATION_LOSSES)}}}[-red][-N], sea[-N], or a worst case of several "
-                     "joined by + (apgd-mce-100+pgd-100)")
+                     f"{APGD_NAME_PATTERN}, sea[-N], or a worst case of several joined by + (apgd-mce-100+pgd-100)")
 
-__all__ = ["APGD", "ATTACK_NAMES_HELP", "FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack", "AttackResult",
-           "CosPGD", "SegPGD", "WorstCase", "WorstCaseResult", "attacks_from_names", "default_pgd_alpha",
-           "make_attack", "parse_attack_name", "pixel_cross_entropy", "sea"]
+__all__ = ["APGD", "APGD_NAME_PATTERN", "ATTACK_NAMES_HELP", "FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack",
+           "AttackResult", "CosPGD", "SegPGD", "WorstCase", "WorstCaseResult", "attacks_from_names",
+           "default_pgd_alpha", "make_attack", "parse_attack_name", "pixel_cross_entropy", "sea"]
 
 
 @dataclass(frozen=True)

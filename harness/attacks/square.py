@@ -256,10 +256,12 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
         if state.iteration < cfg.first_update:  # the other start as the first candidate
             # While every image is attacked, a view spares copying the clean images.
             first = stripe_init(images if rows is None else images[rows], cfg.radius, AUTO_FIRST_CANDIDATE, rng)
-            answers, seconds = self._scored(engine, lambda part: first[part], active.size, oracle, rows)
-            loss, correct = answers.small
-            better = loss > state.best_loss[active]
-            state.x_best[active[better]] = first[better]
+
+            def candidates(part: slice) -> np.ndarray:
+                return first[part]
+
+            def keep(better: np.ndarray) -> None:
+                state.x_best[active[better]] = first[better]
         else:
             # A candidate is its best image with one square changed: only the squares are drawn for every image
             # (the random stream is the run's), the whole images only for the candidates this rank sends.
@@ -271,11 +273,13 @@ class SquareAttack(BlackBoxAttack[SquareConfig, SquareState]):
                 built[squares.window(np.arange(len(built)), part)] = squares.values[part]
                 return built
 
-            answers, seconds = self._scored(engine, candidates, active.size, oracle, rows)
-            loss, correct = answers.small
-            better = loss > state.best_loss[active]
-            # The best images of the winners become their candidates: only their squares change.
-            state.x_best[squares.window(active[better], better)] = squares.values[better]
+            def keep(better: np.ndarray) -> None:
+                # The best images of the winners become their candidates: only their squares change.
+                state.x_best[squares.window(active[better], better)] = squares.values[better]
+        answers, seconds = self._scored(engine, candidates, active.size, oracle, rows)
+        loss, correct = answers.small
+        better = loss > state.best_loss[active]
+        keep(better)
         won = active[better]
         state.best_loss[won] = loss[better]
         state.best_pred[won], state.correct[won] = answers.maps(better), correct[better]

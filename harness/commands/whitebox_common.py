@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from harness.attacks import Attack, parse_attack_name
+from harness.attacks import APGD_NAME_PATTERN, Attack, parse_attack_name
 from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
 from harness.attacks.store import save_adversarial
 from harness.commands.common import add_data_arguments, console, int_in, pixel_scale, seed_int
@@ -40,7 +40,7 @@ from harness.targets.target import Target, builtin_target, torch_model
 from reports.results import make_record
 
 ATTACK_NAME_PATTERNS = ("fgsm", "mifgsm[-best][-N]", "pgd[-best][-N]", "segpgd[-best][-N]", "cospgd[-best][-N]",
-                        "apgd-{ce,mce,bmce,js,msph}[-red][-N]", "sea[-N]", "A+B (the worst case of several)")
+                        APGD_NAME_PATTERN, "sea[-N]", "A+B (the worst case of several)")
 MAX_ATTACK_NAME = 200  # characters of one --attack value (a worst case of several names included)
 
 
