@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack", required=True, choices=AttackNameChoices(), metavar="NAME",
                         help=f"the attack: {ATTACK_NAMES_HELP}; N: steps (or --steps)")
     parser.add_argument("--steps", type=int_in(1, MAX_STEPS), metavar="N",
-                        help=f"iterations of mifgsm and pgd, 1-{MAX_STEPS} (default 20)")
+                        help=f"iterations, 1-{MAX_STEPS} (default: 100 for apgd-* and sea, 20 for the others)")
     parser.add_argument("--alpha", type=pixel_scale,
                         help="step size on the 0-255 scale, in (0, 255] (default: pgd eps/4, mifgsm eps/steps)")
     parser.add_argument("--decay", type=float_in(0, MAX_DECAY),
