@@ -31,10 +31,13 @@ _PGD_LIKE = ("mifgsm", "pgd", "segpgd", "cospgd")
 _STEP_SIZE_FREE = (*APGD_ATTACKS, "sea")  # APGD adapts its own step size
 
 APGD_NAME_PATTERN = f"apgd-{{{','.join(SEGMENTATION_LOSSES)}}}[-red][-N]"  # apgd-{ce,mce,...}[-red][-N]
-ATTACK_NAMES_HELP = ("fgsm, mifgsm[-best][-N], pgd[-best][-N], segpgd[-best][-N], cospgd[-best][-N], "
-                     f"{APGD_NAME_PATTERN}, sea[-N], or a worst case of several joined by + (apgd-mce-100+pgd-100)")
+# The single attacks' name patterns (help texts and argparse's "invalid choice" list), in WHITEBOX_ATTACKS' terms.
+ATTACK_NAME_PATTERNS = ("fgsm", "mifgsm[-best][-N]", "pgd[-best][-N]", "segpgd[-best][-N]", "cospgd[-best][-N]",
+                        APGD_NAME_PATTERN, "sea[-N]")
+ATTACK_NAMES_HELP = (f"{', '.join(ATTACK_NAME_PATTERNS)}, or a worst case of several joined by + "
+                     "(apgd-mce-100+pgd-100)")
 
-__all__ = ["APGD", "APGD_NAME_PATTERN", "ATTACK_NAMES_HELP", "FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack",
+__all__ = ["APGD", "ATTACK_NAMES_HELP", "ATTACK_NAME_PATTERNS", "FGSM", "MIFGSM", "PGD", "WHITEBOX_ATTACKS", "Attack",
            "AttackResult", "CosPGD", "SegPGD", "WorstCase", "WorstCaseResult", "attacks_from_names",
            "default_pgd_alpha", "make_attack", "parse_attack_name", "pixel_cross_entropy", "sea"]
 
@@ -50,7 +53,7 @@ class AttackName:
     keep_best: bool
 
 
-_NAME = re.compile(rf"(?P<base>fgsm|mifgsm|pgd|segpgd|cospgd|apgd-(?:{'|'.join(SEGMENTATION_LOSSES)})|sea)"
+_NAME = re.compile(rf"(?P<base>{'|'.join(map(re.escape, WHITEBOX_ATTACKS))})"
                    r"(?P<red>-red)?(?P<best>-best)?(?:-?(?P<steps>\d+))?")
 
 

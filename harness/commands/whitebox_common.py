@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from harness.attacks import APGD_NAME_PATTERN, Attack, parse_attack_name
+from harness.attacks import ATTACK_NAME_PATTERNS, Attack, parse_attack_name
 from harness.attacks.evaluation import AttackEvaluation, evaluate_attack
 from harness.attacks.store import save_adversarial
 from harness.commands.common import add_data_arguments, console, int_in, pixel_scale, seed_int
@@ -39,8 +39,7 @@ from harness.models import MODELS
 from harness.targets.target import Target, builtin_target, torch_model
 from reports.results import make_record
 
-ATTACK_NAME_PATTERNS = ("fgsm", "mifgsm[-best][-N]", "pgd[-best][-N]", "segpgd[-best][-N]", "cospgd[-best][-N]",
-                        APGD_NAME_PATTERN, "sea[-N]", "A+B (the worst case of several)")
+ATTACK_NAME_CHOICES = (*ATTACK_NAME_PATTERNS, "A+B (the worst case of several)")
 MAX_ATTACK_NAME = 200  # characters of one --attack value (a worst case of several names included)
 
 
@@ -54,7 +53,7 @@ class AttackNameChoices:
                 and all(parse_attack_name(part) is not None for part in value.split("+")))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(ATTACK_NAME_PATTERNS)
+        return iter(ATTACK_NAME_CHOICES)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
