@@ -31,5 +31,11 @@ def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, validate:
         if weights.shape != labels.shape:
             raise ValueError(f"weights must have the labels' shape {tuple(labels.shape)}, got {tuple(weights.shape)}")
         per_pixel = per_pixel * weights
-    counts = valid.flatten(1).sum(1).clamp(min=1)
+    return labelled_pixel_mean(per_pixel, labels)
+
+
+def labelled_pixel_mean(per_pixel: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """float (N,): each image's sum of ``per_pixel`` (N, H, W; 0 at ignored pixels) over its count of labelled
+    pixels (at least 1, so an image with none gives 0)."""
+    counts = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp(min=1)
     return per_pixel.flatten(1).sum(1) / counts

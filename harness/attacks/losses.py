@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.attacks.loss import pixel_cross_entropy
+from harness.attacks.loss import labelled_pixel_mean, pixel_cross_entropy
 from harness.data.base import IGNORE_INDEX
 
 PixelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,6 +37,12 @@ PixelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def correct_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """bool (N, H, W): labelled pixels whose predicted class is their label."""
     return (logits.detach().argmax(1) == labels) & (labels != IGNORE_INDEX)
+
+
+def _at_label(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, H, W): each pixel's entry of ``values`` (N, K, H, W) at its label (class 0's at ignored pixels, which
+    the caller masks)."""
+    return values.gather(1, torch.where(labels != IGNORE_INDEX, labels, 0).unsqueeze(1)).squeeze(1)
 
 
 def ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -74,21 +80,17 @@ def bmce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def js(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean Jensen-Shannon divergence (nats) between each pixel's softmax and its one-hot label."""
     valid = labels != IGNORE_INDEX
-    log_p = torch.log_softmax(logits, 1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
+    log_p = _at_label(torch.log_softmax(logits, 1), labels)
     p = log_p.exp()
     divergence = math.log(2) + 0.5 * (p * log_p - (1 + p) * torch.log1p(p))
-    divergence = torch.where(valid, divergence, 0.0)
-    return divergence.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    return labelled_pixel_mean(torch.where(valid, divergence, 0.0), labels)
 
 
 def msph(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Masked spherical loss: minus the label's L2-normalised logit at still-correct pixels, over the image's
     labelled-pixel count; in [-1, 1]. A pixel whose logits are all 0 counts 0."""
-    valid = labels != IGNORE_INDEX
-    label_logit = logits.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
-    cosine = label_logit / logits.norm(dim=1).clamp(min=1e-12)
-    value = torch.where(correct_mask(logits, labels), -cosine, 0.0)
-    return value.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    cosine = _at_label(logits, labels) / logits.norm(dim=1).clamp(min=1e-12)
+    return labelled_pixel_mean(torch.where(correct_mask(logits, labels), -cosine, 0.0), labels)
 
 
 SEGMENTATION_LOSSES: dict[str, PixelLoss] = {"ce": ce, "mce": mce, "bmce": bmce, "js": js, "msph": msph}
@@ -111,8 +113,7 @@ def cosine_to_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """float (N, H, W), detached: cos(softmax(zᵢ), e_{yᵢ}) = p_{yᵢ} / ‖softmax(zᵢ)‖₂, 0 at ignored pixels."""
     valid = labels != IGNORE_INDEX
     probs = torch.softmax(logits.detach(), 1)
-    p_label = probs.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
-    return torch.where(valid, p_label / probs.norm(dim=1), 0.0)
+    return torch.where(valid, _at_label(probs, labels) / probs.norm(dim=1), 0.0)
 
 
 def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
